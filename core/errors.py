@@ -1,0 +1,121 @@
+"""The one error tree of fluxfarm, split by what the caller does next.
+
+FluxfarmError
+├── RequestRejected            reject the caller's request; nothing was stored or queued
+│   ├── RequestInvalid         the FLUX.2 [pro] rules failed: carries every FieldIssue
+│   ├── IdempotencyConflict    the key was used before with a different request
+│   └── JobNotFound            no job with that id (for this tenant)
+├── ProviderError              Runware answered badly (raised by the worker's client only)
+│   ├── TransientProviderError retry with the same taskUUID (408, 429, 5xx, timeouts)
+│   └── PermanentProviderError fail the job with Runware's code, message and parameter
+├── WebhookRejected            a result POST that must change nothing (4xx to the sender)
+└── ConfigurationError         the settings cannot work; fix the environment
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class FluxfarmError(Exception):
+    """Base of every error fluxfarm raises on purpose."""
+
+
+@dataclass(frozen=True)
+class FieldIssue:
+    """One broken rule: the field (dotted path, Runware's names) and the rule it broke."""
+
+    field: str
+    rule: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "rule": self.rule, "message": self.message}
+
+
+class RequestRejected(FluxfarmError):
+    """The caller's request cannot be accepted; nothing was stored or queued."""
+
+
+class RequestInvalid(RequestRejected):
+    """A generation request broke one or more FLUX.2 [pro] parameter rules."""
+
+    def __init__(self, issues: list[FieldIssue]) -> None:
+        self.issues = issues
+        summary = "; ".join(f"{i.field}: {i.message}" for i in issues)
+        super().__init__(f"invalid generation request: {summary}")
+
+
+class IdempotencyConflict(RequestRejected):
+    """An idempotency key came back with a request that differs from the first one."""
+
+    def __init__(self, idempotency_key: str, job_id: str) -> None:
+        self.idempotency_key = idempotency_key
+        self.job_id = job_id
+        super().__init__(
+            f"idempotency key {idempotency_key!r} already names job {job_id} "
+            "with a different request"
+        )
+
+
+class JobNotFound(RequestRejected):
+    """No job has that id (or it belongs to another tenant)."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"job {job_id} not found")
+
+
+class ProviderError(FluxfarmError):
+    """Runware (or the network to it) did not accept a task."""
+
+    def __init__(
+        self,
+        task_uuid: str,
+        reason: str,
+        message: str,
+        code: str | None = None,
+        parameter: str | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        self.task_uuid = task_uuid
+        self.reason = reason
+        self.code = code
+        self.parameter = parameter
+        self.http_status = http_status
+        self.detail = message
+        where = f" (parameter {parameter})" if parameter else ""
+        super().__init__(f"task {task_uuid}: {reason}: {code or 'error'}: {message}{where}")
+
+
+class TransientProviderError(ProviderError):
+    """Worth retrying with the same taskUUID after a backoff."""
+
+    def __init__(
+        self,
+        task_uuid: str,
+        reason: str,
+        message: str,
+        code: str | None = None,
+        http_status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(task_uuid, reason, message, code=code, http_status=http_status)
+        self.retry_after = retry_after
+
+
+class PermanentProviderError(ProviderError):
+    """Retrying cannot help: the job fails with Runware's code, message and parameter."""
+
+
+class WebhookRejected(FluxfarmError):
+    """A webhook delivery that must leave the store untouched; `outcome` labels the metric."""
+
+    def __init__(self, outcome: str, status_code: int, message: str) -> None:
+        self.outcome = outcome
+        self.status_code = status_code
+        super().__init__(message)
+
+
+class ConfigurationError(FluxfarmError):
+    """The configured settings cannot work together."""

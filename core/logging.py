@@ -1,0 +1,72 @@
+"""Structured logging, configured once per process: JSON off a TTY, console on one.
+
+Every line that concerns a job carries `job_id` and `task_uuid` (bound with
+contextvars), and secrets never print: webhook tokens are cut out of any URL and
+fields whose name says secret are masked.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+import structlog
+
+from core.settings import Settings
+
+_SECRET_FIELDS = re.compile(r"(api_?key|secret|token|password|authorization)", re.IGNORECASE)
+_TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"']+")
+MASK = "[redacted]"
+
+
+def scrub(text: str) -> str:
+    """A string with any webhook token removed from the URLs in it."""
+    return _TOKEN_IN_URL.sub(r"\1" + MASK, text)
+
+
+def _redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    for key, value in event.items():
+        if _SECRET_FIELDS.search(key):
+            event[key] = MASK
+        elif isinstance(value, str):
+            event[key] = scrub(value)
+    return event
+
+
+def configure_logging(settings: Settings, process: str) -> None:
+    """Route structlog and stdlib logging (Celery, uvicorn) through one renderer."""
+    json_lines = settings.log_format == "json" or (
+        settings.log_format == "auto" and not sys.stderr.isatty()
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        _redact,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=shared,
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+    structlog.contextvars.bind_contextvars(process=process)
+    # httpx logs every request URL at INFO, and our URLs carry webhook tokens
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -1,0 +1,436 @@
+"""The job store: the source of truth for every job; every transition a compare-and-set."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Engine, Row, case, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+
+from core.errors import IdempotencyConflict, JobNotFound
+from core.jobs import (
+    TERMINAL_STATES,
+    ImageResult,
+    Job,
+    JobEvent,
+    JobState,
+    sources_of,
+)
+from core.tables import events, jobs, make_engine, results
+
+MICROS = Decimal(1_000_000)
+_ACTIVE = (JobState.SUBMITTING, JobState.SUBMITTED)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_micros(usd: Decimal | float | None) -> int | None:
+    if usd is None:
+        return None
+    return int((Decimal(str(usd)) * MICROS).to_integral_value())
+
+
+def from_micros(micros: int | None) -> Decimal | None:
+    return None if micros is None else Decimal(micros) / MICROS
+
+
+class ResultOutcome(StrEnum):
+    """What recording one result did; also the webhook metric's outcome label."""
+
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    LATE = "late"
+    UNKNOWN_TASK = "unknown_task"
+
+
+@dataclass(frozen=True)
+class IncomingResult:
+    """One image result from Runware, however it arrived (webhook, poll)."""
+
+    task_uuid: str
+    image_uuid: str
+    image_url: str | None
+    image_data: str | None
+    seed: int | None
+    cost_usd: Decimal | None
+    nsfw: bool | None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a job failed, in the fields an operator and an alert need."""
+
+    reason: str
+    message: str
+    code: str | None = None
+    parameter: str | None = None
+
+
+def request_fingerprint(params: dict[str, Any]) -> str:
+    return hashlib.sha256(orjson.dumps(params, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class JobStore:
+    """Jobs, their results and their events on SQLAlchemy Core."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], datetime] = utcnow) -> None:
+        self.engine = engine
+        self._clock = clock
+
+    @classmethod
+    def from_url(cls, url: str) -> JobStore:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return cls(make_engine(url))
+
+    # -- creation -------------------------------------------------------------------------
+
+    def create_job(
+        self,
+        params: dict[str, Any],
+        *,
+        tenant: str,
+        deadline_s: float,
+        idempotency_key: str | None = None,
+        retry_of: str | None = None,
+    ) -> tuple[Job, bool]:
+        """Commit a queued job with its taskUUID; returns (job, created)."""
+        now = self._clock()
+        fingerprint = request_fingerprint(params)
+        job_id = str(uuid.uuid4())
+        row = {
+            "id": job_id,
+            "task_uuid": str(uuid.uuid4()),
+            "tenant": tenant,
+            "idempotency_key": idempotency_key,
+            "request_hash": fingerprint,
+            "state": JobState.QUEUED.value,
+            "request": params,
+            "number_results": int(params.get("numberResults", 1)),
+            "images_received": 0,
+            "cost_micros": 0,
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+            "deadline_at": now + timedelta(seconds=deadline_s),
+            "retry_of": retry_of,
+        }
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(jobs).values(row))
+                self._event(conn, job_id, "created", None, JobState.QUEUED, {}, now)
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            existing = self._by_idempotency_key(tenant, idempotency_key)
+            if existing.request_hash != fingerprint:
+                raise IdempotencyConflict(idempotency_key, existing.id) from None
+            return self.get(existing.id), False
+        return self.get(job_id), True
+
+    def _by_idempotency_key(self, tenant: str, key: str) -> Row[Any, Any]:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(jobs.c.id, jobs.c.request_hash).where(
+                    jobs.c.tenant == tenant, jobs.c.idempotency_key == key
+                )
+            ).one()
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def get(self, job_id: str, *, tenant: str | None = None, details: bool = False) -> Job:
+        with self.engine.connect() as conn:
+            query = select(jobs).where(jobs.c.id == job_id)
+            if tenant is not None:
+                query = query.where(jobs.c.tenant == tenant)
+            row = conn.execute(query).first()
+            if row is None:
+                raise JobNotFound(job_id)
+            images = self._images(conn, job_id)
+            history = self._events(conn, job_id) if details else []
+        return _job_from(row, images, history)
+
+    def job_id_for_task(self, task_uuid: str) -> str | None:
+        with self.engine.connect() as conn:
+            found: str | None = conn.execute(
+                select(jobs.c.id).where(jobs.c.task_uuid == task_uuid)
+            ).scalar()
+        return found
+
+    def jobs_in_state(self, state: JobState, older_than: datetime, limit: int = 500) -> list[Job]:
+        """Jobs sitting in `state` whose last change is older than `older_than`."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(jobs)
+                .where(jobs.c.state == state.value, jobs.c.updated_at < older_than)
+                .order_by(jobs.c.updated_at)
+                .limit(limit)
+            ).all()
+        return [_job_from(row, [], []) for row in rows]
+
+    def count_by_state(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).all()
+        return {state: count for state, count in rows}
+
+    # -- transitions ----------------------------------------------------------------------
+
+    def claim(self, job_id: str, expected_attempts: int) -> Job | None:
+        """queued -> submitting, or a retry re-taking its own claim; None if someone else won.
+
+        `expected_attempts` is the attempt count the caller saw: a redelivered message for an
+        attempt that already ran finds a higher count and does not POST again.
+        """
+        now = self._clock()
+        is_ours = jobs.c.attempts == expected_attempts
+        claimable = (jobs.c.state == JobState.QUEUED.value) | (
+            (jobs.c.state == JobState.SUBMITTING.value) & (expected_attempts > 0)
+        )
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, is_ours, claimable)
+                .values(
+                    state=JobState.SUBMITTING.value,
+                    attempts=jobs.c.attempts + 1,
+                    claimed_at=func.coalesce(jobs.c.claimed_at, now),
+                    updated_at=now,
+                )
+                .returning(*jobs.c)
+            ).first()
+            if row is None:
+                return None
+            previous = JobState.QUEUED if expected_attempts == 0 else JobState.SUBMITTING
+            self._event(
+                conn,
+                job_id,
+                "claimed",
+                previous,
+                JobState.SUBMITTING,
+                {"attempt": row.attempts},
+                now,
+            )
+        return _job_from(row, [], [])
+
+    def mark_submitted(self, job_id: str, detail: dict[str, Any]) -> bool:
+        """submitting -> submitted once Runware acknowledged the task."""
+        return self._transition(
+            job_id, JobState.SUBMITTED, {"submitted_at": self._clock()}, "acknowledged", detail
+        )
+
+    def fail(self, job_id: str, failure: Failure) -> bool:
+        values = {
+            "failure_reason": failure.reason,
+            "failure_code": failure.code,
+            "failure_message": failure.message,
+            "failure_parameter": failure.parameter,
+            "finished_at": self._clock(),
+        }
+        detail = {"reason": failure.reason, "code": failure.code, "message": failure.message}
+        return self._transition(job_id, JobState.FAILED, values, "failed", detail)
+
+    def cancel(self, job_id: str, *, tenant: str | None = None) -> Job:
+        """Cancel a job that is not terminal yet; a terminal job is returned unchanged."""
+        job = self.get(job_id, tenant=tenant)
+        if not job.state.terminal:
+            self._transition(
+                job_id, JobState.CANCELED, {"finished_at": self._clock()}, "canceled", {}
+            )
+        return self.get(job_id, tenant=tenant)
+
+    def touch(self, job_id: str, state: JobState, kind: str, detail: dict[str, Any]) -> bool:
+        """Record that the reaper acted on a job still in `state`, restarting its clock."""
+        now = self._clock()
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.state == state.value)
+                .values(updated_at=now)
+            ).rowcount
+            if changed:
+                self._event(conn, job_id, kind, state, state, detail, now)
+        return bool(changed)
+
+    def _transition(
+        self,
+        job_id: str,
+        target: JobState,
+        values: dict[str, Any],
+        kind: str,
+        detail: dict[str, Any],
+    ) -> bool:
+        now = self._clock()
+        allowed = [s.value for s in sources_of(target)]
+        with self.engine.begin() as conn:
+            before = conn.execute(
+                select(jobs.c.state).where(jobs.c.id == job_id, jobs.c.state.in_(allowed))
+            ).scalar()
+            if before is None:
+                return False
+            changed = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.state == before)
+                .values(state=target.value, updated_at=now, **values)
+            ).rowcount
+            if changed:
+                self._event(conn, job_id, kind, JobState(before), target, detail, now)
+        return bool(changed)
+
+    # -- results --------------------------------------------------------------------------
+
+    def record_result(self, result: IncomingResult, source: str) -> ResultOutcome:
+        """Store a result once by (taskUUID, imageUUID); complete the job when all are in.
+
+        A result for a terminal job is still stored and its cost counted (Runware bills
+        it), but the job's state does not change.
+        """
+        now = self._clock()
+        cost = to_micros(result.cost_usd)
+        with self.engine.begin() as conn:
+            job = conn.execute(
+                select(jobs.c.id, jobs.c.state).where(jobs.c.task_uuid == result.task_uuid)
+            ).first()
+            if job is None:
+                return ResultOutcome.UNKNOWN_TASK
+            late = JobState(job.state) in TERMINAL_STATES
+            inserted = conn.execute(
+                _insert_ignoring_duplicates(conn).values(
+                    task_uuid=result.task_uuid,
+                    image_uuid=result.image_uuid,
+                    job_id=job.id,
+                    image_url=result.image_url,
+                    image_data=result.image_data,
+                    seed=result.seed,
+                    cost_micros=cost,
+                    nsfw=result.nsfw,
+                    source=source,
+                    late=late,
+                    received_at=now,
+                )
+                .returning(results.c.image_uuid)
+            ).first()
+            if inserted is None:
+                return ResultOutcome.DUPLICATE
+            received = jobs.c.images_received + 1
+            completes = jobs.c.state.in_([s.value for s in _ACTIVE]) & (
+                received >= jobs.c.number_results
+            )
+            row = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job.id)
+                .values(
+                    images_received=received,
+                    cost_micros=jobs.c.cost_micros + (cost or 0),
+                    state=case((completes, JobState.SUCCEEDED.value), else_=jobs.c.state),
+                    finished_at=case((completes, now), else_=jobs.c.finished_at),
+                    updated_at=now,
+                )
+                .returning(jobs.c.state, jobs.c.images_received, jobs.c.number_results)
+            ).one()
+            if not late and row.state == JobState.SUCCEEDED.value:
+                self._event(
+                    conn,
+                    job.id,
+                    "completed",
+                    JobState(job.state),
+                    JobState.SUCCEEDED,
+                    {"images": row.images_received, "source": source},
+                    now,
+                )
+        return ResultOutcome.LATE if late else ResultOutcome.ACCEPTED
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _event(
+        self,
+        conn: Connection,
+        job_id: str,
+        kind: str,
+        from_state: JobState | None,
+        to_state: JobState | None,
+        detail: dict[str, Any],
+        at: datetime,
+    ) -> None:
+        conn.execute(
+            insert(events).values(
+                job_id=job_id,
+                at=at,
+                kind=kind,
+                from_state=from_state.value if from_state else None,
+                to_state=to_state.value if to_state else None,
+                detail=detail,
+            )
+        )
+
+    def _images(self, conn: Connection, job_id: str) -> list[ImageResult]:
+        rows = conn.execute(
+            select(results).where(results.c.job_id == job_id).order_by(results.c.received_at)
+        ).all()
+        return [
+            ImageResult(
+                image_uuid=r.image_uuid,
+                image_url=r.image_url,
+                seed=r.seed,
+                cost_usd=from_micros(r.cost_micros),
+                nsfw=r.nsfw,
+                source=r.source,
+                late=r.late,
+                received_at=r.received_at,
+                has_inline_data=r.image_data is not None,
+            )
+            for r in rows
+        ]
+
+    def _events(self, conn: Connection, job_id: str) -> list[JobEvent]:
+        rows = conn.execute(
+            select(events).where(events.c.job_id == job_id).order_by(events.c.id)
+        ).all()
+        return [JobEvent(r.at, r.kind, r.from_state, r.to_state, r.detail) for r in rows]
+
+
+def _insert_ignoring_duplicates(conn: Connection) -> Any:
+    dialect_insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    return dialect_insert(results).on_conflict_do_nothing(
+        index_elements=["task_uuid", "image_uuid"]
+    )
+
+
+def _job_from(row: Row[Any], images: Iterable[ImageResult], history: list[JobEvent]) -> Job:
+    return Job(
+        id=row.id,
+        task_uuid=row.task_uuid,
+        tenant=row.tenant,
+        state=JobState(row.state),
+        request=row.request,
+        number_results=row.number_results,
+        images_received=row.images_received,
+        cost_usd=from_micros(row.cost_micros) or Decimal(0),
+        attempts=row.attempts,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        deadline_at=row.deadline_at,
+        claimed_at=row.claimed_at,
+        submitted_at=row.submitted_at,
+        finished_at=row.finished_at,
+        idempotency_key=row.idempotency_key,
+        failure_reason=row.failure_reason,
+        failure_code=row.failure_code,
+        failure_message=row.failure_message,
+        failure_parameter=row.failure_parameter,
+        retry_of=row.retry_of,
+        images=list(images),
+        events=history,
+    )

@@ -1,0 +1,144 @@
+"""The store's tables and how to connect to them (PostgreSQL or SQLite, one code path)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both backends (SQLite hands back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("task_uuid", String(36), nullable=False, unique=True),
+    Column("tenant", String(64), nullable=False),
+    Column("idempotency_key", String(255)),
+    Column("request_hash", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("request", Json, nullable=False),
+    Column("number_results", Integer, nullable=False),
+    Column("images_received", Integer, nullable=False, default=0),
+    # micro-dollars: exact sums on both backends without Decimal columns
+    Column("cost_micros", BigInteger, nullable=False, default=0),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("deadline_at", UTCDateTime, nullable=False),
+    Column("claimed_at", UTCDateTime),
+    Column("submitted_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Column("failure_reason", String(32)),
+    Column("failure_code", String(128)),
+    Column("failure_message", Text),
+    Column("failure_parameter", String(128)),
+    Column("retry_of", String(36), ForeignKey("jobs.id")),
+    UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
+    Index("ix_jobs_state_updated_at", "state", "updated_at"),
+)
+
+results = Table(
+    "results",
+    metadata,
+    Column("task_uuid", String(36), primary_key=True),
+    Column("image_uuid", String(64), primary_key=True),
+    Column("job_id", String(36), ForeignKey("jobs.id"), nullable=False, index=True),
+    Column("image_url", Text),
+    Column("image_data", Text),
+    Column("seed", BigInteger),
+    Column("cost_micros", BigInteger),
+    Column("nsfw", Boolean),
+    Column("source", String(16), nullable=False),
+    Column("late", Boolean, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("job_id", String(36), ForeignKey("jobs.id"), nullable=False, index=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("from_state", String(16)),
+    Column("to_state", String(16)),
+    Column("detail", Json, nullable=False),
+)
+
+
+def normalize_database_url(url: str) -> str:
+    """Pin PostgreSQL URLs to psycopg 3, the one driver we ship."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with the connection behaviour each backend needs under concurrency."""
+    url = normalize_database_url(url)
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    event.listen(engine, "connect", _configure_sqlite)
+    event.listen(engine, "begin", _begin_immediate)
+    return engine
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" hook issue BEGIN itself instead of pysqlite's deferred one.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _begin_immediate(connection: Any) -> None:
+    # Several processes write one file: taking the write lock up front makes them queue on
+    # busy_timeout instead of failing a deferred transaction's lock upgrade.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
