@@ -117,5 +117,14 @@ class WebhookRejected(FluxfarmError):
         super().__init__(message)
 
 
+class WaitTimedOut(FluxfarmError):
+    """`wait` gave up before the job reached a terminal state; the job goes on."""
+
+    def __init__(self, job_id: str, state: str, timeout_s: float) -> None:
+        self.job_id = job_id
+        self.state = state
+        super().__init__(f"job {job_id} still {state} after {timeout_s:g}s")
+
+
 class ConfigurationError(FluxfarmError):
     """The configured settings cannot work together."""
