@@ -1,0 +1,172 @@
+"""Startup settings of the simulator and its fault-injection knobs, with documented defaults.
+
+Where Runware's documentation is silent (marked UNDOCUMENTED in runware-api.md) the
+behaviour is a setting whose default is the choice hardest on a client; the field's help
+text says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+LATENCY_DISTRIBUTIONS = ("fixed", "uniform", "lognormal")
+ACCEPTED_ERROR_MODES = ("error", "hang")
+ACK_BODIES = ("empty", "echo")
+WEBHOOK_BODIES = ("flat", "wrapped")
+
+
+def _setting(default: Any, help_text: str) -> Any:
+    return field(default=default, metadata={"help": help_text})
+
+
+def _check_share(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be between 0 and 1, got {value}")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class FaultSettings:
+    """Fault injection; every share is a probability in 0..1 drawn per submit, image or webhook."""
+
+    latency_dist: str = _setting(
+        "fixed", "generation latency per image: fixed | uniform | lognormal"
+    )
+    latency_s: float = _setting(0.0, "fixed latency in seconds")
+    latency_min_s: float = _setting(0.0, "uniform latency lower bound in seconds")
+    latency_max_s: float = _setting(0.0, "uniform latency upper bound in seconds")
+    latency_mu: float = _setting(0.0, "lognormal latency: mean of ln(seconds)")
+    latency_sigma: float = _setting(0.5, "lognormal latency: std deviation of ln(seconds)")
+    submit_429_share: float = _setting(0.0, "share of submits refused with 429 queue full")
+    submit_503_share: float = _setting(0.0, "share of submits refused with 503 unavailable")
+    submit_504_share: float = _setting(0.0, "share of submits refused with 504 queue timeout")
+    submit_500_share: float = _setting(0.0, "share of submits refused with 500 server error")
+    submit_402_share: float = _setting(0.0, "share of submits refused with 402 no credits")
+    submit_hang_share: float = _setting(
+        0.0, "share of submits that hang for hang_s and are NOT accepted"
+    )
+    hang_s: float = _setting(30.0, "how long a hanging submit holds the connection")
+    accepted_error_share: float = _setting(
+        0.0, "share of submits that ARE accepted (generated, billed) but answered badly"
+    )
+    accepted_error_mode: str = _setting(
+        "error", "how an accepted submit is answered badly: error (500) | hang (hang_s)"
+    )
+    timeout_provider_share: float = _setting(0.0, "share of images failing with timeoutProvider")
+    safety_block_share: float = _setting(0.0, "share of images blocked by moderation")
+    safety_block_code: str = _setting("contentPolicyViolation", "error code of a moderation block")
+    nsfw_flag_share: float = _setting(0.0, "share of images delivered with NSFWContent true")
+    webhook_drop_share: float = _setting(
+        0.0, "share of webhooks never delivered, as if every retry failed"
+    )
+    webhook_duplicate_share: float = _setting(0.0, "share of webhooks delivered twice")
+    webhook_reorder_max_s: float = _setting(
+        0.0, "random extra delay 0..N s before each webhook, so they arrive out of order"
+    )
+
+    def __post_init__(self) -> None:
+        _check_choice("latency_dist", self.latency_dist, LATENCY_DISTRIBUTIONS)
+        _check_choice("accepted_error_mode", self.accepted_error_mode, ACCEPTED_ERROR_MODES)
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            if spec.name.endswith("_share"):
+                _check_share(spec.name, value)
+            elif spec.name.endswith("_s") and value < 0:
+                raise ValueError(f"{spec.name} must not be negative, got {value}")
+        if self.latency_min_s > self.latency_max_s and self.latency_dist == "uniform":
+            raise ValueError("latency_min_s must not exceed latency_max_s")
+
+    def updated(self, changes: dict[str, Any]) -> FaultSettings:
+        """Return a copy with `changes` applied; raise ValueError on unknown keys or types."""
+        known = {spec.name: spec for spec in dataclasses.fields(self)}
+        for name, value in changes.items():
+            if name not in known:
+                raise ValueError(f"unknown fault setting {name!r}")
+            expected = type(getattr(self, name))
+            if expected is float and type(value) is int:
+                continue
+            if type(value) is not expected:
+                raise ValueError(f"{name} must be a {expected.__name__}")
+        coerced: dict[str, Any] = {
+            name: float(value) if isinstance(getattr(self, name), float) else value
+            for name, value in changes.items()
+        }
+        return dataclasses.replace(self, **coerced)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class SimulatorSettings:
+    """Everything the simulator is started with; the CLI flags are generated from these fields."""
+
+    api_keys: tuple[str, ...] = _setting(("sim-key",), "comma-separated valid API keys")
+    public_base_url: str | None = _setting(
+        None, "base URL put in imageURL (default: the listening address)"
+    )
+    max_body_bytes: int = _setting(8 * 1024 * 1024, "largest accepted request body (413 above)")
+    max_tasks_per_request: int = _setting(
+        10, "most tasks in one request, auth task excluded (UNDOCUMENTED; kept small)"
+    )
+    partial_failure_status: int = _setting(
+        200, "HTTP status when some tasks of a request fail and others succeed (UNDOCUMENTED)"
+    )
+    ack_body: str = _setting(
+        "empty",
+        "async acknowledgement: empty = {data: []} | echo = {data: [{taskType, taskUUID}]}"
+        " (UNDOCUMENTED; empty gives the client nothing to match)",
+    )
+    webhook_body: str = _setting(
+        "flat", "webhook body: flat item object | wrapped = {data: [item]} (sources conflict)"
+    )
+    webhook_errors: bool = _setting(
+        False,
+        "POST per-image errors to the webhook (UNDOCUMENTED; off: the client must poll)",
+    )
+    webhook_timeout_s: float = _setting(5.0, "timeout of one webhook or upload attempt")
+    webhook_backoff_s: float = _setting(0.25, "first wait between attempts, doubled each time")
+    webhook_backoff_max_s: float = _setting(8.0, "cap on one wait between attempts")
+    webhook_jitter: float = _setting(
+        0.5, "each wait is scaled by a random factor in [1 - jitter, 1]"
+    )
+    webhook_max_attempts: int = _setting(
+        5, "attempts per webhook or upload before giving up (UNDOCUMENTED)"
+    )
+    http_pool_size: int = _setting(200, "connections in the webhook/upload client pool")
+    default_ttl_s: int = _setting(
+        60, "lifetime of an imageURL when ttl is omitted (UNDOCUMENTED; the minimum ttl)"
+    )
+    ttl_scale: float = _setting(1.0, "multiplies every ttl; tests shrink it")
+    task_retention_s: float = _setting(
+        600.0, "how long a finished task stays visible to getResponse (UNDOCUMENTED)"
+    )
+    sync_timeout_s: float = _setting(
+        60.0,
+        "longest a sync request is held; then 504 while the task keeps running (UNDOCUMENTED)",
+    )
+    require_dimensions: bool = _setting(
+        True, "width and height are mandatory (UNDOCUMENTED for FLUX.2 [pro])"
+    )
+    fast_images: bool = _setting(
+        False, "serve one pre-encoded image per (width, height, format, quality)"
+    )
+    image_cache_size: int = _setting(64, "encoded images kept in the LRU cache")
+    random_seed: int | None = _setting(None, "seed of the random source for reproducible runs")
+    faults: FaultSettings = field(default_factory=FaultSettings)
+
+    def __post_init__(self) -> None:
+        _check_choice("ack_body", self.ack_body, ACK_BODIES)
+        _check_choice("webhook_body", self.webhook_body, WEBHOOK_BODIES)
+        if not self.api_keys:
+            raise ValueError("api_keys must name at least one key")
+        if self.webhook_max_attempts < 1:
+            raise ValueError("webhook_max_attempts must be at least 1")
+        if self.default_ttl_s < 60:
+            raise ValueError("default_ttl_s must be at least 60, like the ttl parameter")

@@ -1,0 +1,255 @@
+"""Accepted tasks: the registry, each image's generation, billing, and the polling views."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+import time
+import uuid
+from collections import deque
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from simulator.delivery import Deliverer
+from simulator.errors import ErrorDict, api_error
+from simulator.faults import FaultController
+from simulator.images import EXTENSIONS, MEDIA_TYPES, ImageRenderer, ImageStore
+from simulator.pricing import image_cost
+from simulator.settings import SimulatorSettings
+from simulator.stats import Stats
+from simulator.validation import MAX_SEED, TASK_TYPE, ImageRequest
+
+UINT32_RANGE = 2**32
+
+
+@dataclass
+class Generation:
+    """One requested image: processing until it becomes a result item or an error."""
+
+    seed: int
+    status: str = "processing"
+    item: dict[str, Any] | None = None
+    error: ErrorDict | None = None
+
+
+@dataclass
+class Task:
+    request: ImageRequest
+    original: dict[str, Any]
+    base_url: str
+    generations: list[Generation]
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    charged_usd: Decimal = Decimal(0)
+    remaining: int = 0
+    finished_at: float | None = None
+
+    def results(self) -> tuple[list[dict[str, Any]], list[ErrorDict]]:
+        """Finished items and errors, as a sync response or getTaskDetails carries them."""
+        items = [gen.item for gen in self.generations if gen.item is not None]
+        errors = [gen.error for gen in self.generations if gen.error is not None]
+        return items, errors
+
+    def poll(self) -> tuple[list[dict[str, Any]], list[ErrorDict]]:
+        """Cumulative getResponse state: processing and success in data, failures in errors."""
+        data: list[dict[str, Any]] = []
+        errors: list[ErrorDict] = []
+        for gen in self.generations:
+            if gen.item is not None:
+                data.append({**gen.item, "status": "success"})
+            elif gen.error is not None:
+                errors.append({**gen.error, "status": "error"})
+            else:
+                data.append(
+                    {
+                        "taskType": TASK_TYPE,
+                        "taskUUID": self.request.task_uuid,
+                        "status": "processing",
+                    }
+                )
+        return data, errors
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "taskUUID": self.request.task_uuid,
+            "status": "done" if self.remaining == 0 else "processing",
+            "images": [
+                {
+                    "status": gen.status,
+                    "seed": gen.seed,
+                    "imageUUID": gen.item["imageUUID"] if gen.item else None,
+                    "code": gen.error["code"] if gen.error else None,
+                }
+                for gen in self.generations
+            ],
+            "charged_usd": str(self.charged_usd),
+            "request": self.original,
+        }
+
+
+def image_seeds(requested: int | None, count: int, rng: random.Random) -> list[int]:
+    """The given seed first, then the next ones; a random uint32 base when none is given."""
+    if requested is None:
+        base = rng.randrange(UINT32_RANGE)
+        return [(base + index) % UINT32_RANGE for index in range(count)]
+    return [(requested + index) % (MAX_SEED + 1) for index in range(count)]
+
+
+class TaskRegistry:
+    """Owns every accepted task and the background work generating and delivering it."""
+
+    def __init__(
+        self,
+        settings: SimulatorSettings,
+        faults: FaultController,
+        renderer: ImageRenderer,
+        store: ImageStore,
+        deliverer: Deliverer,
+        stats: Stats,
+        rng: random.Random,
+    ) -> None:
+        self.settings = settings
+        self.faults = faults
+        self.renderer = renderer
+        self.store = store
+        self.deliverer = deliverer
+        self.stats = stats
+        self.rng = rng
+        self.tasks: dict[str, Task] = {}
+        # UUIDs outlive evicted tasks: a late resubmit must still meet conflictTaskUUID.
+        self.seen: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        self._finished: deque[tuple[float, str]] = deque()
+
+    def is_known(self, task_uuid: str) -> bool:
+        return task_uuid in self.seen
+
+    def get(self, task_uuid: str) -> Task | None:
+        return self.tasks.get(task_uuid)
+
+    def accept(self, request: ImageRequest, original: dict[str, Any], base_url: str) -> Task:
+        """Register a validated task and start generating its images; `base_url` roots imageURL."""
+        seeds = image_seeds(request.seed, request.number_results, self.rng)
+        task = Task(
+            request=request,
+            original=original,
+            base_url=base_url.rstrip("/"),
+            generations=[Generation(seed=seed) for seed in seeds],
+            remaining=len(seeds),
+        )
+        self.tasks[request.task_uuid] = task
+        self.seen.add(request.task_uuid)
+        self.stats.tasks_accepted += 1
+        for generation in task.generations:
+            self.spawn(self._generate(task, generation))
+        return task
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run in the background, holding a strong reference until it ends."""
+        background = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(background)
+        background.add_done_callback(self._background.discard)
+
+    async def _generate(self, task: Task, generation: Generation) -> None:
+        request = task.request
+        latency = self.faults.latency_s()
+        if latency > 0:
+            await asyncio.sleep(latency)
+        fault = self.faults.image_fault()
+        if fault is not None:
+            generation.status = "error"
+            generation.error = api_error(
+                fault.code, fault.message, task_type=TASK_TYPE, task_uuid=request.task_uuid
+            )
+            self.stats.image_errors += 1
+            self._finish_one(task)
+            if request.webhook_url is not None and self.settings.webhook_errors:
+                body = {"errors": [{**generation.error, "status": "error"}]}
+                await self.deliverer.webhook(request.webhook_url, body)
+            return
+        data = await self.renderer.image(
+            request.prompt,
+            generation.seed,
+            request.width,
+            request.height,
+            request.output_format,
+            request.output_quality,
+        )
+        cost = image_cost(request.width, request.height, request.reference_megapixels)
+        generation.item = self._result_item(task, generation.seed, data, cost)
+        generation.status = "success"
+        task.charged_usd += cost
+        self.stats.charged_usd += cost
+        self.stats.images_generated += 1
+        self._finish_one(task)
+        await self._deliver(request, generation.item, data)
+
+    def _result_item(self, task: Task, seed: int, data: bytes, cost: Decimal) -> dict[str, Any]:
+        request = task.request
+        image_uuid = str(uuid.uuid4())
+        fmt = request.output_format
+        item: dict[str, Any] = {
+            "taskType": TASK_TYPE,
+            "taskUUID": request.task_uuid,
+            "imageUUID": image_uuid,
+        }
+        if request.output_type == "URL":
+            ttl_s = request.ttl_s if request.ttl_s is not None else self.settings.default_ttl_s
+            self.store.put(image_uuid, data, fmt, ttl_s * self.settings.ttl_scale)
+            item["imageURL"] = f"{task.base_url}/image/{image_uuid}.{EXTENSIONS[fmt]}"
+        else:
+            encoded = base64.b64encode(data).decode("ascii")
+            if request.output_type == "base64Data":
+                item["imageBase64Data"] = encoded
+            else:
+                item["imageDataURI"] = f"data:{MEDIA_TYPES[fmt]};base64,{encoded}"
+        item["seed"] = seed
+        item["NSFWContent"] = self.faults.nsfw_flag()
+        if request.include_cost:
+            item["cost"] = float(cost)
+        return item
+
+    async def _deliver(self, request: ImageRequest, item: dict[str, Any], data: bytes) -> None:
+        sends = []
+        if request.upload_endpoint is not None:
+            media_type = MEDIA_TYPES[request.output_format]
+            sends.append(self.deliverer.upload(request.upload_endpoint, data, media_type))
+        if request.webhook_url is not None:
+            body = {"data": [item]} if self.settings.webhook_body == "wrapped" else item
+            sends.append(self.deliverer.webhook(request.webhook_url, body))
+        if len(sends) == 1:
+            await sends[0]
+        elif sends:
+            # Upload and webhook race, as nothing documents which one Runware finishes first.
+            await asyncio.gather(*sends)
+
+    def _finish_one(self, task: Task) -> None:
+        task.remaining -= 1
+        if task.remaining == 0:
+            task.finished_at = time.monotonic()
+            self._finished.append((task.finished_at, task.request.task_uuid))
+            task.done.set()
+
+    def evict_finished(self) -> None:
+        """Forget tasks finished longer ago than the retention window."""
+        horizon = time.monotonic() - self.settings.task_retention_s
+        while self._finished and self._finished[0][0] <= horizon:
+            _, task_uuid = self._finished.popleft()
+            self.tasks.pop(task_uuid, None)
+
+    def reset(self) -> None:
+        for background in list(self._background):
+            background.cancel()
+        self.tasks.clear()
+        self.seen.clear()
+        self._finished.clear()
+        self.store.clear()
+        self.stats.reset()
+
+    async def shutdown(self) -> None:
+        pending = list(self._background)
+        for background in pending:
+            background.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
