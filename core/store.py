@@ -170,16 +170,20 @@ class JobStore:
             ).scalar()
         return found
 
-    def jobs_in_state(self, state: JobState, older_than: datetime, limit: int = 500) -> list[Job]:
-        """Jobs sitting in `state` whose last change is older than `older_than`."""
+    def stale_jobs(self, state: JobState, updated_before: datetime, limit: int = 500) -> list[Job]:
+        """Jobs sitting in `state` whose last change is older than `updated_before`."""
+        query = select(jobs).where(jobs.c.state == state.value, jobs.c.updated_at < updated_before)
+        return self._jobs(query.order_by(jobs.c.updated_at).limit(limit))
+
+    def overdue_jobs(self, now: datetime, limit: int = 500) -> list[Job]:
+        """Jobs not yet terminal whose deadline has passed."""
+        active = [s.value for s in JobState if not s.terminal]
+        query = select(jobs).where(jobs.c.state.in_(active), jobs.c.deadline_at < now)
+        return self._jobs(query.order_by(jobs.c.deadline_at).limit(limit))
+
+    def _jobs(self, query: Any) -> list[Job]:
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(jobs)
-                .where(jobs.c.state == state.value, jobs.c.updated_at < older_than)
-                .order_by(jobs.c.updated_at)
-                .limit(limit)
-            ).all()
-        return [_job_from(row, [], []) for row in rows]
+            return [_job_from(row, [], []) for row in conn.execute(query).all()]
 
     def count_by_state(self) -> dict[str, int]:
         with self.engine.connect() as conn:
@@ -307,7 +311,8 @@ class JobStore:
                 return ResultOutcome.UNKNOWN_TASK
             late = JobState(job.state) in TERMINAL_STATES
             inserted = conn.execute(
-                _insert_ignoring_duplicates(conn).values(
+                _insert_ignoring_duplicates(conn)
+                .values(
                     task_uuid=result.task_uuid,
                     image_uuid=result.image_uuid,
                     job_id=job.id,

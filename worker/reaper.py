@@ -1,0 +1,89 @@
+"""The reaper (run by beat): nothing waits forever. Safe when several run at once, because
+every action it takes ends in a compare-and-set on the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import structlog
+
+from core.broker import REAP_TASK
+from core.errors import ProviderError, WebhookRejected
+from core.jobs import FailureReason, Job, JobState
+from core.store import Failure, utcnow
+from worker.app import app
+from worker.context import ProcessContext, process_context
+from worker.results import parse_body, record
+from worker.tasks import publish_submit
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class ReapReport:
+    """What one pass did, by action."""
+
+    republished: list[str] = field(default_factory=list)
+    resubmitted: list[str] = field(default_factory=list)
+    polled: list[str] = field(default_factory=list)
+    timed_out: list[str] = field(default_factory=list)
+
+
+@app.task(name=REAP_TASK, ignore_result=True)
+def reap() -> None:
+    report = reap_once(process_context(), utcnow())
+    log.info(
+        "reaper.pass",
+        republished=len(report.republished),
+        resubmitted=len(report.resubmitted),
+        polled=len(report.polled),
+        timed_out=len(report.timed_out),
+    )
+
+
+def reap_once(context: ProcessContext, now: datetime) -> ReapReport:
+    store, settings = context.store, context.settings
+    report = ReapReport()
+    for job in store.overdue_jobs(now):
+        if job.state is JobState.SUBMITTED:
+            _poll(context, job)
+        failure = Failure(FailureReason.TIMEOUT, "deadline passed before every result arrived")
+        if store.fail(job.id, failure):
+            report.timed_out.append(job.id)
+
+    def older(seconds: float) -> datetime:
+        return now - timedelta(seconds=seconds)
+
+    for job in store.stale_jobs(JobState.QUEUED, older(settings.queued_republish_after_s)):
+        # the message may be lost; a duplicate is harmless since only one claim can win
+        if store.touch(job.id, JobState.QUEUED, "republished", {}):
+            publish_submit(job.id, 0)
+            report.republished.append(job.id)
+    for job in store.stale_jobs(JobState.SUBMITTING, older(settings.submitting_stale_after_s)):
+        # the outcome of the last POST is unknown: resubmit with the same taskUUID
+        if store.touch(job.id, JobState.SUBMITTING, "resubmitted", {"attempt": job.attempts}):
+            publish_submit(job.id, job.attempts)
+            report.resubmitted.append(job.id)
+    for job in store.stale_jobs(JobState.SUBMITTED, older(settings.submitted_poll_after_s)):
+        if store.touch(job.id, JobState.SUBMITTED, "polled", {}):
+            _poll(context, job)
+            report.polled.append(job.id)
+    return report
+
+
+def _poll(context: ProcessContext, job: Job) -> None:
+    """Reconcile a submitted job with getResponse, recording what it finds like a webhook."""
+    with structlog.contextvars.bound_contextvars(job_id=job.id, task_uuid=job.task_uuid):
+        try:
+            exchange = context.runware.get_response(job.task_uuid)
+            parsed = parse_body({"data": exchange.data, "errors": exchange.errors})
+        except (ProviderError, WebhookRejected) as exc:
+            log.warning("reaper.poll_failed", error=str(exc))
+            return
+        lost = [e for e in parsed.errors if e.code.endswith(("NotFound", "Expired"))]
+        if lost:
+            context.store.fail(job.id, Failure(FailureReason.LOST, lost[0].message, lost[0].code))
+            return
+        outcomes = record(context.store, parsed, "poll")
+        log.info("reaper.polled", results=len(parsed.results), outcomes=[str(o) for o in outcomes])

@@ -1,0 +1,77 @@
+"""The webhook receiver: authenticates Runware's result POSTs and records them, once.
+
+Anything forged or malformed is answered 4xx before the store is touched. Duplicates
+and late deliveries are answered 2xx, so Runware stops retrying them, and change nothing.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import structlog
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from core.errors import WebhookRejected
+from core.store import ResultOutcome
+from worker.context import ProcessContext
+from worker.results import parse_body, record
+from worker.tokens import verify
+
+log = structlog.get_logger(__name__)
+
+WEBHOOK_PATH = "/webhooks/runware/{task_uuid}"
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise WebhookRejected("too_large", 413, f"body over {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise WebhookRejected("too_large", 413, f"body over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def receive_result(request: Request) -> Response:
+    context: ProcessContext = request.app.state.context
+    task_uuid = request.path_params["task_uuid"]
+    started = time.perf_counter()
+    with structlog.contextvars.bound_contextvars(task_uuid=task_uuid):
+        try:
+            outcomes = await _handle(request, context, task_uuid)
+        except WebhookRejected as exc:
+            log.warning("webhook.rejected", outcome=exc.outcome, reason=str(exc))
+            body = {"error": {"outcome": exc.outcome, "message": str(exc)}}
+            return JSONResponse(body, status_code=exc.status_code)
+        duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        log.info("webhook.received", outcomes=outcomes, duration_ms=duration_ms)
+    if ResultOutcome.UNKNOWN_TASK in outcomes:
+        body = {"error": {"outcome": "unknown_task", "message": "no job has this taskUUID"}}
+        return JSONResponse(body, status_code=404)
+    return JSONResponse({"outcomes": outcomes})
+
+
+async def _handle(request: Request, context: ProcessContext, task_uuid: str) -> list[str]:
+    token = request.query_params.get("token", "")
+    if not verify(task_uuid, token, context.webhook_secrets):
+        raise WebhookRejected("bad_token", 401, "webhook token is missing or wrong")
+    raw = await _read_limited(request, context.settings.webhook_max_body_bytes)
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise WebhookRejected("malformed", 400, "body is not valid JSON") from exc
+    parsed = parse_body(payload)
+    if parsed.task_uuids - {task_uuid}:
+        raise WebhookRejected("bad_token", 403, "body names a task this token does not cover")
+    outcomes = await run_in_threadpool(record, context.store, parsed, "webhook")
+    return [str(o) for o in outcomes]
+
+
+routes = [Route(WEBHOOK_PATH, receive_result, methods=["POST"], name="runware_webhook")]
