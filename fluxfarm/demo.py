@@ -1,0 +1,183 @@
+"""`fluxfarm demo`: a whole farm on this machine, a batch of jobs through it, and the bill."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+from PIL import Image
+
+from core.jobs import Job, JobState
+from core.migrate import upgrade
+from core.settings import Settings
+from fluxfarm.processes import Farm, free_port
+from producers.client import FluxfarmClient
+
+SIMULATOR_KEY = "sim-key"
+_EXTENSIONS = {"JPG": "jpg", "PNG": "png", "WEBP": "webp"}
+_PROMPTS = [
+    "A vast sunken library atrium beneath clear seawater, shafts of sunlight, drifting kelp",
+    "A monumental cathedral of white salt on a dried lakebed at sunrise, pilgrims for scale",
+    "A harbor city built around colossal tidal clockwork, brass gears above the waterline",
+    "A volcanic glasshouse with an orchid procession crossing black basalt paths",
+]
+_SIZES = [(1024, 1024), (1536, 1024), (768, 1344), (512, 512), (2048, 1152), (1024, 768)]
+
+
+def add_command(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "demo", help="run simulator, web, worker and beat locally and push jobs through them"
+    )
+    parser.add_argument("--jobs", type=int, default=12, help="how many jobs to submit")
+    parser.add_argument("--data-dir", type=Path, default=Path(".fluxfarm/demo"))
+    parser.add_argument("--broker-url", help="use this broker instead of the embedded SQLite one")
+    parser.add_argument("--database-url", help="use this store instead of the embedded SQLite one")
+    parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the jobs")
+    parser.set_defaults(handler=run)
+
+
+def demo_requests(count: int) -> list[dict[str, Any]]:
+    """A mixed batch: several sizes, some with several images, some with references."""
+    requests = []
+    for i in range(count):
+        width, height = _SIZES[i % len(_SIZES)]
+        request: dict[str, Any] = {
+            "positivePrompt": _PROMPTS[i % len(_PROMPTS)],
+            "width": width,
+            "height": height,
+            "seed": 1000 + i,
+            "numberResults": 1 + (i % 3 == 2) + (i % 6 == 5),
+            "providerSettings": {"bfl": {"promptUpsampling": True, "safetyTolerance": 2}},
+        }
+        if i % 4 == 3:
+            request["inputs"] = {"referenceImages": [_reference_image(i, k) for k in range(2)]}
+        if i % 5 == 4:
+            request["outputFormat"] = "PNG"
+        requests.append(request)
+    return requests
+
+
+def _reference_image(i: int, k: int) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (256, 256), (40 * i % 256, 90 * k % 256, 160)).save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+@dataclass
+class Outcome:
+    job: Job
+    saved: list[Path]
+
+
+def run(args: argparse.Namespace) -> int:
+    data_dir: Path = args.data_dir.resolve()
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    web_port = free_port()
+    bootstrap = Settings(data_dir=data_dir)
+    with Farm(bootstrap, log_dir=data_dir / "logs") as farm:
+        simulator_url = farm.start_simulator(
+            "--api-keys",
+            SIMULATOR_KEY,
+            "--latency-dist",
+            "uniform",
+            "--latency-min-s",
+            "0.5",
+            "--latency-max-s",
+            "3",
+        )
+        settings = Settings(
+            data_dir=data_dir,
+            broker_url=args.broker_url,
+            database_url=args.database_url,
+            runware_url=f"{simulator_url}/v1",
+            runware_api_key=SIMULATOR_KEY,
+            public_base_url=f"http://127.0.0.1:{web_port}",
+            reaper_interval_s=5,
+            submitted_poll_after_s=30,
+        )
+        farm.settings = settings
+        upgrade(settings.resolved_database_url())
+        web_url = farm.start_web(web_port)
+        farm.start_worker(concurrency=args.concurrency)
+        farm.start_beat()
+        print(f"farm up: simulator {simulator_url}, web {web_url}, logs in {farm.log_dir}")
+        with FluxfarmClient(settings, tenant="demo") as client:
+            job_ids = [client.submit(request) for request in demo_requests(args.jobs)]
+            jobs = _watch(client, job_ids, args.timeout)
+        outcomes = [Outcome(job, _save_images(job, data_dir / "images")) for job in jobs]
+        charged = httpx.get(f"{simulator_url}/_sim/stats", timeout=5).json()["charged_usd_exact"]
+    _print_table(outcomes, Decimal(charged))
+    return 0 if all(o.job.state is JobState.SUCCEEDED for o in outcomes) else 1
+
+
+def _watch(client: FluxfarmClient, job_ids: list[str], timeout: float) -> list[Job]:
+    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    while True:
+        jobs = [client.get(job_id) for job_id in job_ids]
+        done = sum(job.state.terminal for job in jobs)
+        _progress(done, len(jobs), time.monotonic() - started)
+        if done == len(jobs) or time.monotonic() > deadline:
+            sys.stderr.write("\n")
+            return jobs
+        time.sleep(0.25)
+
+
+def _progress(done: int, total: int, elapsed: float) -> None:
+    width = 40
+    filled = width * done // max(total, 1)
+    bar = "#" * filled + "-" * (width - filled)
+    sys.stderr.write(f"\r[{bar}] {done}/{total} jobs finished  {elapsed:5.1f}s")
+    sys.stderr.flush()
+
+
+def _save_images(job: Job, root: Path) -> list[Path]:
+    saved = []
+    extension = _EXTENSIONS[job.request.get("outputFormat", "JPG")]
+    for image in job.images:
+        if image.image_url is None:
+            continue
+        response = httpx.get(image.image_url, timeout=30)
+        response.raise_for_status()
+        path = root / job.id / f"{image.image_uuid}.{extension}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(response.content)
+        saved.append(path)
+    return saved
+
+
+def _print_table(outcomes: list[Outcome], charged: Decimal) -> None:
+    header = (
+        f"{'job':<10} {'status':<10} {'size':<10} {'images':>7} {'cost USD':>10} {'latency':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    for outcome in outcomes:
+        job = outcome.job
+        size = f"{job.request.get('width', '-')}x{job.request.get('height', '-')}"
+        latency = (
+            f"{(job.finished_at - job.created_at).total_seconds():8.2f}s"
+            if job.finished_at
+            else "        -"
+        )
+        images = f"{len(outcome.saved)}/{job.number_results}"
+        print(
+            f"{job.id[:8]:<10} {job.state.value:<10} {size:<10} {images:>7} "
+            f"{job.cost_usd:>10.3f} {latency}"
+        )
+    total = sum((o.job.cost_usd for o in outcomes), Decimal(0))
+    print("-" * len(header))
+    print(f"total spend: ${total:.3f} over {len(outcomes)} jobs (Runware charged ${charged:.3f})")
+    if outcomes:
+        print(f"images saved under {outcomes[0].saved[0].parents[1] if outcomes[0].saved else '-'}")

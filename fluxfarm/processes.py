@@ -1,0 +1,202 @@
+"""Starting and stopping a whole farm as child processes: simulator, web, workers, beat.
+
+Used by `fluxfarm demo`, the benchmarks and the integration tests, so that all of them
+run the same commands the Procfile gives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
+
+import httpx
+
+from core.settings import Settings
+
+_T = TypeVar("_T")
+_SIMULATOR_READY = re.compile(r"simulator listening on (http://\S+)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The FLUXFARM_* variables that make a child process see `settings`."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump(exclude_none=True).items():
+        plain = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+        env[f"FLUXFARM_{name.upper()}"] = str(plain)
+    return env
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class ProcessFailed(RuntimeError):
+    """A child process died or never became ready; the message ends with its log."""
+
+    def __init__(self, child: Child, why: str) -> None:
+        tail = "\n".join(child.log().splitlines()[-30:])
+        super().__init__(f"{child.name} {why}; last log lines:\n{tail}")
+
+
+@dataclass
+class Farm:
+    """A set of child processes that all stop together, on error and on Ctrl-C too."""
+
+    settings: Settings
+    log_dir: Path
+    children: list[Child] = field(default_factory=list)
+
+    def __enter__(self) -> Farm:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> Child:
+        log_path = self.log_dir / f"{name}.log"
+        env = {**os.environ, **settings_env(self.settings), **(extra_env or {})}
+        env.setdefault("FLUXFARM_LOG_FORMAT", "json")
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(  # noqa: S603 - argv is built here, never from input
+                argv,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        child = Child(name, process, log_path)
+        self.children.append(child)
+        return child
+
+    def start_simulator(self, *flags: str) -> str:
+        """Start `python -m simulator`; returns its base URL."""
+        child = self.spawn(
+            "simulator",
+            [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", "0", *flags],
+        )
+        found = self._wait_for(child, lambda: _SIMULATOR_READY.search(child.log()))
+        return found.group(1)
+
+    def start_web(self, port: int, name: str = "web") -> str:
+        child = self.spawn(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "fluxfarm.web:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+            ],
+        )
+        url = f"http://127.0.0.1:{port}"
+        self._wait_for(child, lambda: _answers(f"{url}/healthz"))
+        return url
+
+    def start_worker(
+        self, name: str = "worker", concurrency: int = 2, pool: str = "prefork"
+    ) -> Child:
+        child = self.spawn(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.app",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--pool",
+                pool,
+                "--concurrency",
+                str(concurrency),
+                "--hostname",
+                f"{name}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+        )
+        self._wait_for(child, lambda: " ready." in child.log())
+        return child
+
+    def start_beat(self) -> Child:
+        child = self.spawn(
+            "beat",
+            [sys.executable, "-m", "celery", "-A", "worker.app", "beat", "--loglevel", "INFO"],
+        )
+        self._wait_for(child, lambda: "beat: Starting" in child.log())
+        return child
+
+    def stop(self) -> None:
+        """SIGTERM every child (warm shutdown), then SIGKILL what is still there."""
+        for child in reversed(self.children):
+            if child.process.poll() is None:
+                _signal_group(child.process, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for child in reversed(self.children):
+            remaining = max(0.1, deadline - time.monotonic())
+            try:
+                child.process.wait(remaining)
+            except subprocess.TimeoutExpired:
+                _signal_group(child.process, signal.SIGKILL)
+                child.process.wait()
+        self.children.clear()
+
+    def _wait_for(self, child: Child, ready: Callable[[], _T | None], timeout: float = 60) -> _T:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = ready()
+            if found:
+                return found
+            if child.process.poll() is not None:
+                raise ProcessFailed(child, f"exited with {child.process.returncode}")
+            time.sleep(0.05)
+        raise ProcessFailed(child, f"not ready after {timeout:g}s")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signum)
