@@ -1,0 +1,160 @@
+"""The HTTP routes of producers: submit, read and cancel jobs as JSON."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from core.errors import FieldIssue, IdempotencyConflict, JobNotFound, RequestInvalid
+from core.request_schema import GenerationRequest, parse_request
+from producers.client import IDEMPOTENCY_KEY_MAX, FluxfarmClient
+from producers.views import ErrorBody, JobView
+
+# pydantic's error types for the envelope fields, in the rule names core's schema uses
+_ENVELOPE_RULES = {
+    "missing": "required",
+    "extra_forbidden": "unknown_parameter",
+    "json_invalid": "json",
+    "model_attributes_type": "object",
+    "string_type": "string",
+    "string_too_short": "min_length",
+    "string_too_long": "max_length",
+    "float_type": "number",
+    "float_parsing": "number",
+    "finite_number": "number",
+    "greater_than": "exclusive_minimum",
+}
+
+
+class SubmitBody(BaseModel):
+    """A job to queue: the Runware parameters and how to queue them."""
+
+    model_config = ConfigDict(alias_generator=to_camel, extra="forbid", frozen=True)
+
+    request: GenerationRequest = Field(description="FLUX.2 [pro] imageInference parameters.")
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=IDEMPOTENCY_KEY_MAX)] | None = (
+        Field(None, description="The same key always names the same job, queued once.")
+    )
+    deadline_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        None, description="Time from creation to a terminal state; default from settings."
+    )
+
+
+def _client(request: Request) -> FluxfarmClient:
+    client: FluxfarmClient = request.app.state.client
+    return client
+
+
+Client = Annotated[FluxfarmClient, Depends(_client)]
+
+_REFUSED: dict[int | str, dict[str, Any]] = {
+    status.HTTP_404_NOT_FOUND: {"model": ErrorBody, "description": "No such job for this tenant."}
+}
+
+
+def build_router() -> APIRouter:
+    """The /v1/jobs routes; the app provides a FluxfarmClient as `app.state.client`."""
+    router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+    @router.post(
+        "",
+        status_code=status.HTTP_201_CREATED,
+        response_model=JobView,
+        responses={
+            status.HTTP_200_OK: {
+                "model": JobView,
+                "description": "The idempotency key already named this job; nothing new queued.",
+            },
+            status.HTTP_201_CREATED: {"description": "The job was created and queued."},
+            status.HTTP_409_CONFLICT: {
+                "model": ErrorBody,
+                "description": "The idempotency key names a job with a different request.",
+            },
+            status.HTTP_422_UNPROCESSABLE_CONTENT: {
+                "model": ErrorBody,
+                "description": "Every broken rule of the body and its request.",
+            },
+        },
+    )
+    def submit_job(body: SubmitBody, response: Response, client: Client) -> JobView:
+        job, created = client.submit_job(body.request, body.idempotency_key, body.deadline_seconds)
+        if not created:
+            response.status_code = status.HTTP_200_OK
+        return JobView.from_job(client.get(job.id))
+
+    @router.get("/{job_id}", response_model=JobView, responses=_REFUSED)
+    def get_job(job_id: str, client: Client) -> JobView:
+        return JobView.from_job(client.get(job_id))
+
+    @router.post("/{job_id}/cancel", response_model=JobView, responses=_REFUSED)
+    def cancel_job(job_id: str, client: Client) -> JobView:
+        return JobView.from_job(client.cancel(job_id))
+
+    return router
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer every refusal with the one error body: {"errors": [{field, rule, message}]}."""
+    app.add_exception_handler(RequestValidationError, _invalid_body)
+    app.add_exception_handler(RequestInvalid, _invalid_request)
+    app.add_exception_handler(IdempotencyConflict, _idempotency_conflict)
+    app.add_exception_handler(JobNotFound, _job_not_found)
+
+
+def _refusal(status_code: int, issues: list[FieldIssue]) -> JSONResponse:
+    return JSONResponse(ErrorBody.of(issues).model_dump(mode="json"), status_code=status_code)
+
+
+def _in_request(issue: FieldIssue) -> FieldIssue:
+    field = "request" if issue.field == "request" else f"request.{issue.field}"
+    return FieldIssue(field, issue.rule, issue.message)
+
+
+def _envelope_issue(error: Any) -> FieldIssue:
+    path = [str(part) for part in error["loc"][1:]]
+    field = "body" if not path or error["type"] == "json_invalid" else ".".join(path)
+    message = str(error["msg"])
+    return FieldIssue(field, _ENVELOPE_RULES.get(error["type"], error["type"]), message)
+
+
+def _request_issues(body: Any) -> list[FieldIssue]:
+    """The request's issues as core's schema names them (pydantic's names differ)."""
+    try:
+        parse_request(body["request"])
+    except RequestInvalid as exc:
+        return [_in_request(issue) for issue in exc.issues]
+    return []
+
+
+async def _invalid_body(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    in_request = [
+        e for e in errors if e["loc"][:2] == ("body", "request") and e["type"] != "missing"
+    ]
+    issues = [_envelope_issue(e) for e in errors if e not in in_request]
+    if in_request:
+        request_issues = _request_issues(exc.body) if isinstance(exc.body, dict) else []
+        issues += request_issues or [_envelope_issue(e) for e in in_request]
+    return _refusal(status.HTTP_422_UNPROCESSABLE_CONTENT, issues)
+
+
+async def _invalid_request(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestInvalid)
+    return _refusal(status.HTTP_422_UNPROCESSABLE_CONTENT, exc.issues)
+
+
+async def _idempotency_conflict(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, IdempotencyConflict)
+    issue = FieldIssue("idempotencyKey", "same_request", str(exc))
+    return _refusal(status.HTTP_409_CONFLICT, [issue])
+
+
+async def _job_not_found(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, JobNotFound)
+    return _refusal(status.HTTP_404_NOT_FOUND, [FieldIssue("job_id", "exists", str(exc))])

@@ -1,0 +1,204 @@
+"""FluxfarmClient against a real SQLite store and a real SQLite broker."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from structlog.typing import EventDict
+
+from core.broker import SUBMIT_TASK
+from core.errors import IdempotencyConflict, JobNotFound, RequestInvalid, WaitTimedOut
+from core.jobs import JobState
+from core.request_schema import parse_request
+from core.settings import Settings
+from core.store import Failure
+from producers.client import FluxfarmClient
+
+
+def test_submit_commits_a_queued_row_and_publishes_one_message(
+    client: FluxfarmClient, broker: Any, valid_request: dict[str, Any]
+) -> None:
+    job_id = client.submit(valid_request)
+
+    job = client.get(job_id)
+    assert job.state is JobState.QUEUED
+    assert job.request == valid_request
+    assert job.tenant == "default"
+    assert [event.kind for event in job.events] == ["created"]
+    assert broker.drain() == [(SUBMIT_TASK, [job_id, 0])]
+
+
+def test_submit_accepts_a_parsed_request(
+    client: FluxfarmClient, broker: Any, valid_request: dict[str, Any]
+) -> None:
+    job_id = client.submit(parse_request(valid_request))
+
+    assert client.get(job_id).request == valid_request
+    assert broker.size() == 1
+
+
+def test_submit_logs_one_queued_line_with_job_and_task(
+    client: FluxfarmClient, logs: list[EventDict], valid_request: dict[str, Any]
+) -> None:
+    job_id = client.submit(valid_request)
+
+    [line] = logs
+    assert line["event"] == "job.queued"
+    assert line["published"] is True
+    assert line["duration_ms"] >= 0
+    job = client.get(job_id)
+    assert (line["job_id"], line["task_uuid"]) == (job.id, job.task_uuid)
+
+
+def test_invalid_request_lists_every_issue_and_stores_and_publishes_nothing(
+    client: FluxfarmClient, broker: Any
+) -> None:
+    with pytest.raises(RequestInvalid) as raised:
+        client.submit(
+            {"positivePrompt": "", "width": 1000, "height": 768, "steps": 4},
+            idempotency_key="k" * 256,
+            deadline_s=-1,
+        )
+
+    assert {(i.field, i.rule) for i in raised.value.issues} == {
+        ("positivePrompt", "min_length"),
+        ("width", "multiple_of_16"),
+        ("steps", "unknown_parameter"),
+        ("idempotency_key", "length"),
+        ("deadline_s", "minimum"),
+    }
+    assert client.store.count_by_state() == {}
+    assert broker.size() == 0
+
+
+def test_options_alone_can_make_a_valid_request_invalid(
+    client: FluxfarmClient, valid_request: dict[str, Any]
+) -> None:
+    with pytest.raises(RequestInvalid) as raised:
+        client.submit(valid_request, idempotency_key="")
+
+    assert [i.field for i in raised.value.issues] == ["idempotency_key"]
+    assert client.store.count_by_state() == {}
+
+
+def test_idempotent_repeat_returns_the_same_job_and_publishes_once(
+    client: FluxfarmClient, broker: Any, logs: list[EventDict], valid_request: dict[str, Any]
+) -> None:
+    first = client.submit(valid_request, idempotency_key="order-17")
+    again = client.submit(dict(valid_request), idempotency_key="order-17")
+
+    assert again == first
+    assert [(line["created"], line["published"]) for line in logs] == [(True, True), (False, False)]
+    assert broker.drain() == [(SUBMIT_TASK, [first, 0])]
+
+
+def test_same_key_with_a_different_request_is_a_conflict(
+    client: FluxfarmClient, broker: Any, valid_request: dict[str, Any]
+) -> None:
+    first = client.submit(valid_request, idempotency_key="order-17")
+
+    with pytest.raises(IdempotencyConflict) as raised:
+        client.submit({**valid_request, "seed": 7}, idempotency_key="order-17")
+
+    assert raised.value.job_id == first
+    assert broker.size() == 1
+
+
+def test_unreachable_broker_still_commits_the_row_and_returns_its_id(
+    settings: Settings, logs: list[EventDict], valid_request: dict[str, Any]
+) -> None:
+    down = settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
+    with FluxfarmClient(down) as client:
+        started = time.monotonic()
+        job_id = client.submit(valid_request)
+
+        assert time.monotonic() - started < 10
+        assert client.get(job_id).state is JobState.QUEUED
+    failed = [line for line in logs if line["event"] == "job.publish_failed"]
+    assert failed[0]["job_id"] == job_id
+    assert failed[0]["log_level"] == "warning"
+    assert [line["published"] for line in logs if line["event"] == "job.queued"] == [False]
+
+
+def test_deadline_defaults_to_settings_and_can_be_given(
+    client: FluxfarmClient, valid_request: dict[str, Any]
+) -> None:
+    default = client.get(client.submit(valid_request))
+    short = client.get(client.submit(valid_request, deadline_s=30))
+
+    assert (default.deadline_at - default.created_at).total_seconds() == pytest.approx(900)
+    assert (short.deadline_at - short.created_at).total_seconds() == pytest.approx(30)
+
+
+def test_tenants_see_only_their_own_jobs(
+    settings: Settings, client: FluxfarmClient, valid_request: dict[str, Any]
+) -> None:
+    with FluxfarmClient(settings, tenant="acme", store=client.store) as acme:
+        theirs = acme.submit(valid_request, idempotency_key="shared-key")
+        ours = client.submit(valid_request, idempotency_key="shared-key")
+
+        assert ours != theirs
+        assert acme.get(theirs).tenant == "acme"
+        with pytest.raises(JobNotFound):
+            client.get(theirs)
+        with pytest.raises(JobNotFound):
+            client.cancel(theirs)
+        with pytest.raises(JobNotFound):
+            client.wait(theirs, timeout=0.1)
+        assert acme.get(theirs).state is JobState.QUEUED
+
+
+def test_wait_times_out_on_a_job_that_stays_queued(
+    client: FluxfarmClient, valid_request: dict[str, Any]
+) -> None:
+    job_id = client.submit(valid_request)
+
+    started = time.monotonic()
+    with pytest.raises(WaitTimedOut) as raised:
+        client.wait(job_id, timeout=0.3, poll_interval=0.05)
+
+    assert 0.3 <= time.monotonic() - started < 2
+    assert (raised.value.job_id, raised.value.state) == (job_id, "queued")
+
+
+def test_wait_returns_the_job_once_terminal(
+    client: FluxfarmClient, valid_request: dict[str, Any]
+) -> None:
+    job_id = client.submit(valid_request)
+    client.store.fail(job_id, Failure(reason="provider", message="refused", code="badPrompt"))
+
+    job = client.wait(job_id, timeout=1)
+
+    assert job.state is JobState.FAILED
+    assert job.failure_code == "badPrompt"
+    assert [event.kind for event in job.events] == ["created", "failed"]
+
+
+def test_cancel_of_a_queued_job_cancels_it_once(
+    client: FluxfarmClient, valid_request: dict[str, Any]
+) -> None:
+    job_id = client.submit(valid_request)
+
+    canceled = client.cancel(job_id)
+    again = client.cancel(job_id)
+
+    assert canceled.state is JobState.CANCELED
+    assert canceled.finished_at is not None
+    assert again.state is JobState.CANCELED
+    assert [event.kind for event in again.events] == ["created", "canceled"]
+
+
+def test_one_client_serves_many_threads(
+    client: FluxfarmClient, broker: Any, valid_request: dict[str, Any]
+) -> None:
+    def submit(n: int) -> str:
+        return client.submit({**valid_request, "seed": n}, idempotency_key=f"key-{n % 4}")
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        ids = list(pool.map(submit, [0, 1, 2, 3] * 2))
+
+    assert ids[:4] == ids[4:]
+    assert sorted(args[0] for _task, args in broker.drain()) == sorted(ids[:4])
