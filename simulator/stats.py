@@ -9,6 +9,11 @@ from decimal import Decimal
 from typing import Any
 
 
+def plain(amount: Decimal) -> str:
+    """An exact amount without exponent or trailing zeros, e.g. '0.045'."""
+    return format(amount.normalize(), "f")
+
+
 @dataclass
 class Stats:
     """Plain counters: the event loop is the only writer, so no locking is needed."""
@@ -51,5 +56,5 @@ class Stats:
             "uploads_abandoned": self.uploads_abandoned,
             "submits_rejected": dict(self.submits_rejected),
             "charged_usd": round(float(self.charged_usd), 6),
-            "charged_usd_exact": str(self.charged_usd),
+            "charged_usd_exact": plain(self.charged_usd),
         }

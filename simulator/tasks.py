@@ -19,7 +19,7 @@ from simulator.faults import FaultController
 from simulator.images import EXTENSIONS, MEDIA_TYPES, ImageRenderer, ImageStore
 from simulator.pricing import image_cost
 from simulator.settings import SimulatorSettings
-from simulator.stats import Stats
+from simulator.stats import Stats, plain
 from simulator.validation import MAX_SEED, TASK_TYPE, ImageRequest
 
 UINT32_RANGE = 2**32
@@ -84,7 +84,7 @@ class Task:
                 }
                 for gen in self.generations
             ],
-            "charged_usd": str(self.charged_usd),
+            "charged_usd": plain(self.charged_usd),
             "request": self.original,
         }
 
