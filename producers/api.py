@@ -12,7 +12,7 @@ from pydantic.alias_generators import to_camel
 
 from core.errors import FieldIssue, IdempotencyConflict, JobNotFound, RequestInvalid
 from core.request_schema import GenerationRequest, parse_request
-from producers.client import IDEMPOTENCY_KEY_MAX, FluxfarmClient
+from producers.client import DEADLINE_MAX_S, IDEMPOTENCY_KEY_MAX, FluxfarmClient
 from producers.views import ErrorBody, JobView
 
 # pydantic's error types for the envelope fields, in the rule names core's schema uses
@@ -28,6 +28,7 @@ _ENVELOPE_RULES = {
     "float_parsing": "number",
     "finite_number": "number",
     "greater_than": "exclusive_minimum",
+    "less_than_equal": "maximum",
 }
 
 
@@ -40,7 +41,7 @@ class SubmitBody(BaseModel):
     idempotency_key: Annotated[str, Field(min_length=1, max_length=IDEMPOTENCY_KEY_MAX)] | None = (
         Field(None, description="The same key always names the same job, queued once.")
     )
-    deadline_seconds: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+    deadline_seconds: Annotated[float, Field(gt=0, le=DEADLINE_MAX_S)] | None = Field(
         None, description="Time from creation to a terminal state; default from settings."
     )
 
@@ -52,8 +53,15 @@ def _client(request: Request) -> FluxfarmClient:
 
 Client = Annotated[FluxfarmClient, Depends(_client)]
 
-_REFUSED: dict[int | str, dict[str, Any]] = {
-    status.HTTP_404_NOT_FOUND: {"model": ErrorBody, "description": "No such job for this tenant."}
+_INVALID: dict[int | str, dict[str, Any]] = {
+    status.HTTP_422_UNPROCESSABLE_CONTENT: {
+        "model": ErrorBody,
+        "description": "Every broken rule of the request, together.",
+    }
+}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    status.HTTP_404_NOT_FOUND: {"model": ErrorBody, "description": "No such job for this tenant."},
+    **_INVALID,
 }
 
 
@@ -75,10 +83,7 @@ def build_router() -> APIRouter:
                 "model": ErrorBody,
                 "description": "The idempotency key names a job with a different request.",
             },
-            status.HTTP_422_UNPROCESSABLE_CONTENT: {
-                "model": ErrorBody,
-                "description": "Every broken rule of the body and its request.",
-            },
+            **_INVALID,
         },
     )
     def submit_job(body: SubmitBody, response: Response, client: Client) -> JobView:
@@ -87,11 +92,11 @@ def build_router() -> APIRouter:
             response.status_code = status.HTTP_200_OK
         return JobView.from_job(client.get(job.id))
 
-    @router.get("/{job_id}", response_model=JobView, responses=_REFUSED)
+    @router.get("/{job_id}", response_model=JobView, responses=_NOT_FOUND)
     def get_job(job_id: str, client: Client) -> JobView:
         return JobView.from_job(client.get(job_id))
 
-    @router.post("/{job_id}/cancel", response_model=JobView, responses=_REFUSED)
+    @router.post("/{job_id}/cancel", response_model=JobView, responses=_NOT_FOUND)
     def cancel_job(job_id: str, client: Client) -> JobView:
         return JobView.from_job(client.cancel(job_id))
 

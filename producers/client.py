@@ -19,6 +19,8 @@ from core.settings import Settings, get_settings
 from core.store import JobStore
 
 IDEMPOTENCY_KEY_MAX = 255
+# long enough for any real render, short enough that a deadline is still a date
+DEADLINE_MAX_S = 7 * 24 * 3600.0
 MAX_POLL_INTERVAL_S = 1.0
 POLL_BACKOFF = 1.5
 
@@ -47,8 +49,10 @@ def _option_issues(idempotency_key: str | None, deadline_s: float | None) -> lis
                 f"must be 1 to {IDEMPOTENCY_KEY_MAX} characters long",
             )
         )
-    if deadline_s is not None and not deadline_s > 0:
-        issues.append(FieldIssue("deadline_s", "minimum", "must be greater than 0 seconds"))
+    if deadline_s is not None and not 0 < deadline_s <= DEADLINE_MAX_S:
+        issues.append(
+            FieldIssue("deadline_s", "range", f"must be over 0 and at most {DEADLINE_MAX_S:g} s")
+        )
     return issues
 
 

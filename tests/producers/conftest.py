@@ -12,7 +12,7 @@ from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 from structlog.typing import EventDict
 
-from core.broker import SUBMIT_QUEUE
+from core.broker import SUBMIT_QUEUE, celery_config
 from core.migrate import upgrade
 from core.settings import Settings
 from producers.client import FluxfarmClient
@@ -81,6 +81,8 @@ class BrokerQueue:
 
 @pytest.fixture
 def broker(settings: Settings) -> BrokerQueue:
+    # the broker contract also prepares the embedded broker that a plain kombu URL names
+    celery_config(settings)
     return BrokerQueue(settings.resolved_broker_url())
 
 

@@ -68,7 +68,7 @@ def test_invalid_request_lists_every_issue_and_stores_and_publishes_nothing(
         ("width", "multiple_of_16"),
         ("steps", "unknown_parameter"),
         ("idempotency_key", "length"),
-        ("deadline_s", "minimum"),
+        ("deadline_s", "range"),
     }
     assert client.store.count_by_state() == {}
     assert broker.size() == 0
@@ -78,9 +78,9 @@ def test_options_alone_can_make_a_valid_request_invalid(
     client: FluxfarmClient, valid_request: dict[str, Any]
 ) -> None:
     with pytest.raises(RequestInvalid) as raised:
-        client.submit(valid_request, idempotency_key="")
+        client.submit(valid_request, idempotency_key="", deadline_s=1e308)
 
-    assert [i.field for i in raised.value.issues] == ["idempotency_key"]
+    assert [i.field for i in raised.value.issues] == ["idempotency_key", "deadline_s"]
     assert client.store.count_by_state() == {}
 
 

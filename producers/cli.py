@@ -1,0 +1,236 @@
+"""The producer commands of `fluxfarm`: submit, status, wait, cancel and migrate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from core.errors import RequestInvalid, RequestRejected, WaitTimedOut
+from core.jobs import Job, JobState
+from core.logs import configure_logging
+from core.migrate import upgrade
+from core.settings import get_settings
+from producers.client import FluxfarmClient
+from producers.views import JobView
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_REJECTED = 2
+EXIT_TIMED_OUT = 3
+DEFAULT_WAIT_S = 300.0
+
+Handler = Callable[[argparse.Namespace], int]
+
+# flag destination -> where the value goes in Runware's parameters
+_REQUEST_FLAGS: dict[str, tuple[str, ...]] = {
+    "prompt": ("positivePrompt",),
+    "width": ("width",),
+    "height": ("height",),
+    "seed": ("seed",),
+    "number_results": ("numberResults",),
+    "output_type": ("outputType",),
+    "output_format": ("outputFormat",),
+    "output_quality": ("outputQuality",),
+    "reference_image": ("inputs", "referenceImages"),
+    "prompt_upsampling": ("providerSettings", "bfl", "promptUpsampling"),
+    "safety_tolerance": ("providerSettings", "bfl", "safetyTolerance"),
+}
+
+
+def add_commands(subparsers: Any) -> None:
+    """Register the producer commands on a parser's subparsers (from add_subparsers())."""
+    submit = subparsers.add_parser("submit", help="queue a FLUX.2 [pro] generation job")
+    params = submit.add_argument_group(
+        "request", "Runware parameters; flags override the same fields of --request-json"
+    )
+    params.add_argument("--request-json", metavar="FILE|-", help="full Runware parameters")
+    params.add_argument("--prompt", help="positivePrompt")
+    params.add_argument("--width", type=int)
+    params.add_argument("--height", type=int)
+    params.add_argument("--seed", type=int)
+    params.add_argument("--number-results", type=int, metavar="N")
+    params.add_argument("--output-type", metavar="URL|base64Data|dataURI")
+    params.add_argument("--output-format", metavar="JPG|PNG|WEBP")
+    params.add_argument("--output-quality", type=int, metavar="20-99")
+    params.add_argument(
+        "--reference-image",
+        action="append",
+        metavar="UUID|URL|DATA",
+        help="inputs.referenceImages; repeat for several",
+    )
+    params.add_argument("--prompt-upsampling", action=argparse.BooleanOptionalAction)
+    params.add_argument("--safety-tolerance", type=int, metavar="0-6")
+    submit.add_argument("--idempotency-key", help="the same key always names the same job")
+    submit.add_argument("--deadline", type=float, metavar="SECONDS", help="time to finish")
+    submit.add_argument(
+        "--wait",
+        type=float,
+        nargs="?",
+        const=DEFAULT_WAIT_S,
+        metavar="SECONDS",
+        help=f"wait for the job to finish (default {DEFAULT_WAIT_S:g} s); exit as `wait` does",
+    )
+    submit.add_argument("--json", action="store_true", help="print the job as JSON")
+    submit.set_defaults(handler=_submit)
+
+    status = subparsers.add_parser("status", help="show a job: state, images, cost, events")
+    status.add_argument("job_id", metavar="JOB")
+    status.add_argument("--json", action="store_true", help="print the job as JSON")
+    status.set_defaults(handler=_status)
+
+    wait = subparsers.add_parser(
+        "wait", help="wait for a job: exit 0 succeeded, 1 failed or canceled, 3 timed out"
+    )
+    wait.add_argument("job_id", metavar="JOB")
+    wait.add_argument("--timeout", type=float, default=DEFAULT_WAIT_S, metavar="SECONDS")
+    wait.add_argument("--json", action="store_true", help="print the job as JSON")
+    wait.set_defaults(handler=_wait)
+
+    cancel = subparsers.add_parser("cancel", help="cancel a job that has not finished")
+    cancel.add_argument("job_id", metavar="JOB")
+    cancel.add_argument("--json", action="store_true", help="print the job as JSON")
+    cancel.set_defaults(handler=_cancel)
+
+    migrate = subparsers.add_parser("migrate", help="bring the job store to the newest schema")
+    migrate.set_defaults(handler=_migrate)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`fluxfarm` with the producer commands only."""
+    parser = argparse.ArgumentParser(prog="fluxfarm", description=__doc__)
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    configure_logging(get_settings(), "cli")
+    handler: Handler = args.handler
+    return handler(args)
+
+
+def _rejected(exc: RequestRejected) -> int:
+    if isinstance(exc, RequestInvalid):
+        for issue in exc.issues:
+            print(f"{issue.field}: {issue.rule}: {issue.message}", file=sys.stderr)
+    else:
+        print(f"error: {exc}", file=sys.stderr)
+    return EXIT_REJECTED
+
+
+def _with_client(run: Callable[[argparse.Namespace, FluxfarmClient], int]) -> Handler:
+    """A handler with a client for the settings in the environment, refusals on stderr."""
+
+    def handler(args: argparse.Namespace) -> int:
+        try:
+            with FluxfarmClient(get_settings()) as client:
+                return run(args, client)
+        except RequestRejected as exc:
+            return _rejected(exc)
+
+    return handler
+
+
+def _request_from(args: argparse.Namespace) -> Any:
+    request: Any = {}
+    if args.request_json is not None:
+        source = args.request_json
+        request = json.loads(sys.stdin.read() if source == "-" else Path(source).read_text())
+    for dest, path in _REQUEST_FLAGS.items():
+        value = getattr(args, dest)
+        if value is None or not isinstance(request, dict):
+            continue
+        node = request
+        for key in path[:-1]:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[path[-1]] = value
+    return request
+
+
+def _show(job: Job, as_json: bool) -> None:
+    print(JobView.from_job(job).model_dump_json(indent=2) if as_json else _summary(job))
+
+
+def _await(client: FluxfarmClient, job_id: str, timeout: float, as_json: bool) -> int:
+    try:
+        job = client.wait(job_id, timeout)
+    except WaitTimedOut as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_TIMED_OUT
+    _show(job, as_json)
+    return EXIT_OK if job.state is JobState.SUCCEEDED else EXIT_FAILED
+
+
+@_with_client
+def _submit(args: argparse.Namespace, client: FluxfarmClient) -> int:
+    try:
+        request = _request_from(args)
+    except (OSError, ValueError) as exc:
+        print(f"request-json: json: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    job_id = client.submit(request, args.idempotency_key, args.deadline)
+    if args.wait is not None:
+        if not args.json:
+            print(job_id)
+        return _await(client, job_id, args.wait, args.json)
+    print(JobView.from_job(client.get(job_id)).model_dump_json(indent=2) if args.json else job_id)
+    return EXIT_OK
+
+
+@_with_client
+def _status(args: argparse.Namespace, client: FluxfarmClient) -> int:
+    _show(client.get(args.job_id), args.json)
+    return EXIT_OK
+
+
+@_with_client
+def _wait(args: argparse.Namespace, client: FluxfarmClient) -> int:
+    return _await(client, args.job_id, args.timeout, args.json)
+
+
+@_with_client
+def _cancel(args: argparse.Namespace, client: FluxfarmClient) -> int:
+    _show(client.cancel(args.job_id), args.json)
+    return EXIT_OK
+
+
+def _migrate(_args: argparse.Namespace) -> int:
+    upgrade(get_settings().resolved_database_url())
+    print("job store schema is up to date")
+    return EXIT_OK
+
+
+def _summary(job: Job) -> str:
+    """A job as an operator reads it: outcome first, then what came back, then the timeline."""
+    lines = [
+        f"job {job.id}: {job.state.value}",
+        f"  taskUUID  {job.task_uuid}",
+        f"  tenant    {job.tenant}",
+        f"  images    {job.images_received}/{job.number_results}",
+        f"  cost      ${format(job.cost_usd, 'f')}",
+        f"  attempts  {job.attempts}",
+        f"  deadline  {job.deadline_at.isoformat()}",
+    ]
+    if job.failure_reason is not None:
+        parameter = f" (parameter {job.failure_parameter})" if job.failure_parameter else ""
+        lines.append(
+            f"  failure   {job.failure_reason}: {job.failure_code or '-'}: "
+            f"{job.failure_message or ''}{parameter}"
+        )
+    for image in job.images:
+        late = " late" if image.late else ""
+        where = image.image_url or ("inline data" if image.has_inline_data else "-")
+        lines.append(f"  image     {image.image_uuid} {where} seed={image.seed}{late}")
+    if job.events:
+        lines.append("events:")
+    for event in job.events:
+        move = f"{event.from_state or '-'} -> {event.to_state or '-'}"
+        detail = f" {json.dumps(event.detail, sort_keys=True)}" if event.detail else ""
+        lines.append(f"  {event.at.isoformat()}  {event.kind:<12} {move}{detail}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
