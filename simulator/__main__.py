@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
 import types
 import typing
@@ -88,8 +89,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"simulator listening on {url_of(sock)}", flush=True)
 
     server = build_server(settings, sock, announce, log_level=args.log_level)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it; that is a normal stop here.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     server.run(sockets=[sock])
-    sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from simulator.validation import TASK_TYPE, is_uuid4, validate_image_task
 
 SWEEP_INTERVAL_S = 0.5
 LOOKUP_KEYS = frozenset({"taskType", "taskUUID"})
+LOOKUPS = frozenset({"getResponse", "getTaskDetails"})
 
 
 class Simulator:
@@ -110,7 +111,8 @@ class Simulator:
                     )
                 ]
             if task_errors:
-                self.stats.submits_rejected.update(error["code"] for error in task_errors)
+                if task_type not in LOOKUPS:
+                    self.stats.submits_rejected.update(error["code"] for error in task_errors)
                 errors.extend(task_errors)
                 failure_statuses.append(status)
         if accepted:
