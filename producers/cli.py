@@ -13,7 +13,7 @@ from core.errors import RequestInvalid, RequestRejected, WaitTimedOut
 from core.jobs import Job, JobState
 from core.logs import configure_logging
 from core.migrate import upgrade
-from core.settings import get_settings
+from core.settings import Settings, get_settings
 from producers.client import FluxfarmClient
 from producers.views import JobView
 
@@ -104,7 +104,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fluxfarm", description=__doc__)
     add_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    configure_logging(get_settings(), "cli")
     handler: Handler = args.handler
     return handler(args)
 
@@ -118,12 +117,28 @@ def _rejected(exc: RequestRejected) -> int:
     return EXIT_REJECTED
 
 
-def _with_client(run: Callable[[argparse.Namespace, FluxfarmClient], int]) -> Handler:
-    """A handler with a client for the settings in the environment, refusals on stderr."""
+def _with_settings(run: Callable[[argparse.Namespace, Settings], int]) -> Handler:
+    """A handler with the environment's settings and the process's logging set up.
+
+    Logging is configured here rather than in main() so that every command line that
+    registers these commands (see add_commands) logs the same way, to stderr.
+    """
 
     def handler(args: argparse.Namespace) -> int:
+        settings = get_settings()
+        configure_logging(settings, "cli")
+        return run(args, settings)
+
+    return handler
+
+
+def _with_client(run: Callable[[argparse.Namespace, FluxfarmClient], int]) -> Handler:
+    """A handler with a client for the environment's settings, refusals on stderr."""
+
+    @_with_settings
+    def handler(args: argparse.Namespace, settings: Settings) -> int:
         try:
-            with FluxfarmClient(get_settings()) as client:
+            with FluxfarmClient(settings) as client:
                 return run(args, client)
         except RequestRejected as exc:
             return _rejected(exc)
@@ -196,8 +211,9 @@ def _cancel(args: argparse.Namespace, client: FluxfarmClient) -> int:
     return EXIT_OK
 
 
-def _migrate(_args: argparse.Namespace) -> int:
-    upgrade(get_settings().resolved_database_url())
+@_with_settings
+def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
+    upgrade(settings.resolved_database_url())
     print("job store schema is up to date")
     return EXIT_OK
 

@@ -43,8 +43,9 @@ def run(
     )
 
     def invoke(*argv: str) -> tuple[int, str, str]:
+        configured.clear()
         code = cli.main(list(argv))
-        assert configured[-1] == "cli"
+        assert configured == ["cli"]
         out, err = capsys.readouterr()
         return code, out, err
 
@@ -229,12 +230,14 @@ def test_migrate_creates_the_store(
 ) -> None:
     data_dir = tmp_path / "fresh"
     monkeypatch.setenv("FLUXFARM_DATA_DIR", str(data_dir))
-    monkeypatch.setattr(cli, "configure_logging", lambda _settings, _process: None)
+    configured: list[str] = []
+    monkeypatch.setattr(cli, "configure_logging", lambda _s, process: configured.append(process))
     get_settings.cache_clear()
 
     assert cli.main(["migrate"]) == 0
     assert cli.main(["migrate"]) == 0
 
+    assert configured == ["cli", "cli"]
     store = JobStore.from_url(Settings(data_dir=data_dir).resolved_database_url())
     assert store.count_by_state() == {}
     assert "up to date" in capsys.readouterr().out
