@@ -141,7 +141,7 @@ class JobStore:
             return self.get(existing.id), False
         return self.get(job_id), True
 
-    def _by_idempotency_key(self, tenant: str, key: str) -> Row[Any, Any]:
+    def _by_idempotency_key(self, tenant: str, key: str) -> Row[Any]:
         with self.engine.connect() as conn:
             return conn.execute(
                 select(jobs.c.id, jobs.c.request_hash).where(
@@ -304,8 +304,12 @@ class JobStore:
         now = self._clock()
         cost = to_micros(result.cost_usd)
         with self.engine.begin() as conn:
+            # the row lock makes `late` and the completion decision see the latest state:
+            # without it concurrent results each read `submitted` and each log "completed"
             job = conn.execute(
-                select(jobs.c.id, jobs.c.state).where(jobs.c.task_uuid == result.task_uuid)
+                select(jobs.c.id, jobs.c.state)
+                .where(jobs.c.task_uuid == result.task_uuid)
+                .with_for_update()
             ).first()
             if job is None:
                 return ResultOutcome.UNKNOWN_TASK
