@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from core import embedded_broker
 from core.settings import Settings
 
 SUBMIT_TASK = "fluxfarm.submit"
@@ -16,10 +17,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings every process agrees on; the worker adds its own on top."""
     broker_url = settings.resolved_broker_url()
     transport_options: dict[str, Any] = {}
-    if broker_url.startswith("sqla+sqlite:"):
-        Path(broker_url.removeprefix("sqla+sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        # the SQL transport polls; a short interval keeps queue wait small on the embedded default
-        transport_options["polling_interval"] = 0.05
+    if broker_url.startswith(f"{embedded_broker.ALIAS}+"):
+        embedded_broker.register()
+        Path(broker_url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
     if broker_url.startswith(("redis:", "rediss:")):
         # unacked messages of a dead worker come back after this; the reaper covers the rest
         transport_options["visibility_timeout"] = 600

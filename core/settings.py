@@ -22,7 +22,7 @@ class Settings(BaseSettings):
         Path(".fluxfarm"), description="Where the embedded broker, store and secret live."
     )
     broker_url: str | None = Field(
-        None, description="amqp://, redis:// or sqla+sqlite://; default: SQLite in data_dir."
+        None, description="amqp://, redis:// or sqla+sqlite://; default: a SQLite file in data_dir."
     )
     database_url: str | None = Field(
         None, description="postgresql+psycopg:// or sqlite://; default: SQLite in data_dir."
@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     def resolved_broker_url(self) -> str:
         if self.broker_url:
             return self.broker_url
-        return f"sqla+sqlite:///{(self.data_dir / 'broker.sqlite').resolve()}"
+        return f"fluxfarm-sqlite+sqlite:///{(self.data_dir / 'broker.sqlite').resolve()}"
 
     def resolved_database_url(self) -> str:
         if self.database_url:

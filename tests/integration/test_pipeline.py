@@ -1,0 +1,121 @@
+"""The whole pipeline with real processes: simulator, web under uvicorn, Celery workers, beat."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from core.jobs import Job, JobState
+from core.migrate import upgrade
+from core.settings import Settings
+from fluxfarm.demo import demo_requests
+from fluxfarm.processes import Farm, free_port
+from producers.client import FluxfarmClient
+from tests.services import empty_rabbitmq, empty_redis, fresh_postgres_database
+
+pytestmark = pytest.mark.integration
+
+JOBS = 50
+SIMULATOR_KEY = "integration-key"
+
+
+@dataclass(frozen=True)
+class Backend:
+    broker: str
+    store: str
+
+
+BACKENDS = [
+    Backend("rabbitmq", "postgres"),
+    Backend("redis", "postgres"),
+    Backend("redis", "sqlite"),
+    Backend("sqlite", "sqlite"),
+]
+
+
+@dataclass
+class RunningFarm:
+    settings: Settings
+    simulator_url: str
+    web_url: str
+
+    def charged(self) -> Decimal:
+        stats = httpx.get(f"{self.simulator_url}/_sim/stats", timeout=5).json()
+        return Decimal(stats["charged_usd_exact"])
+
+
+@pytest.fixture(params=BACKENDS, ids=lambda b: f"{b.broker}-broker-{b.store}-store")
+def farm(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningFarm]:
+    backend: Backend = request.param
+    with ExitStack() as stack:
+        database_url = (
+            stack.enter_context(fresh_postgres_database()) if backend.store == "postgres" else None
+        )
+        broker_url = {"rabbitmq": empty_rabbitmq, "redis": empty_redis}.get(
+            backend.broker, lambda: None
+        )()
+        farm = stack.enter_context(Farm(Settings(data_dir=tmp_path), log_dir=tmp_path / "logs"))
+        simulator_url = farm.start_simulator(
+            "--api-keys", SIMULATOR_KEY, "--fast-images", "--latency-dist", "uniform",
+            "--latency-min-s", "0", "--latency-max-s", "0.3",
+        )
+        web_port = free_port()
+        settings = Settings(
+            data_dir=tmp_path,
+            broker_url=broker_url,
+            database_url=database_url,
+            runware_url=f"{simulator_url}/v1",
+            runware_api_key=SIMULATOR_KEY,
+            public_base_url=f"http://127.0.0.1:{web_port}",
+            webhook_secret="integration-secret",
+        )
+        farm.settings = settings
+        upgrade(settings.resolved_database_url())
+        web_url = farm.start_web(web_port)
+        farm.start_worker("worker-a", concurrency=2)
+        farm.start_beat()
+        yield RunningFarm(settings, simulator_url, web_url)
+
+
+def _wait_all_terminal(client: FluxfarmClient, job_ids: list[str], timeout: float) -> list[Job]:
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs = [client.get(job_id) for job_id in job_ids]
+        if all(job.state.terminal for job in jobs) or time.monotonic() > deadline:
+            return jobs
+        time.sleep(0.25)
+
+
+def test_fifty_jobs_succeed_with_every_image_and_cost_the_simulator_charged(
+    farm: RunningFarm,
+) -> None:
+    requests = demo_requests(JOBS)
+    job_ids: list[str] = []
+    with FluxfarmClient(farm.settings) as client:
+        for i, request in enumerate(requests):
+            if i % 2:
+                job_ids.append(client.submit(request))
+            else:
+                # half of the jobs come in through the HTTP API of the web process
+                response = httpx.post(
+                    f"{farm.web_url}/v1/jobs", json={"request": request}, timeout=10
+                )
+                assert response.status_code == 201, response.text
+                job_ids.append(response.json()["id"])
+        jobs = _wait_all_terminal(client, job_ids, timeout=120)
+
+    states = {job.id: job.state for job in jobs if job.state is not JobState.SUCCEEDED}
+    assert states == {}
+    for job, request in zip(jobs, requests, strict=True):
+        assert len(job.images) == request["numberResults"] == job.number_results
+        assert all(image.source in ("webhook", "poll") for image in job.images)
+        assert job.cost_usd == sum((image.cost_usd or Decimal(0) for image in job.images))
+    assert any(job.number_results > 1 for job in jobs)
+    assert sum((job.cost_usd for job in jobs), Decimal(0)) == farm.charged()
