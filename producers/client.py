@@ -27,18 +27,6 @@ POLL_BACKOFF = 1.5
 logger = structlog.get_logger(__name__)
 
 
-def _producer_config(settings: Settings) -> dict[str, Any]:
-    config = celery_config(settings)
-    # kombu's SQL transport passes every transport option to create_engine(), which refuses
-    # the consumer-side polling_interval; a producer never polls, so it can do without it
-    options = {
-        key: value
-        for key, value in config["broker_transport_options"].items()
-        if key != "polling_interval"
-    }
-    return {**config, "broker_transport_options": options}
-
-
 def _option_issues(idempotency_key: str | None, deadline_s: float | None) -> list[FieldIssue]:
     issues = []
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
@@ -88,7 +76,7 @@ class FluxfarmClient:
         self._owns_store = store is None
         self.store = store or JobStore.from_url(self.settings.resolved_database_url())
         self._celery = Celery("fluxfarm.producers", set_as_current=False)
-        self._celery.conf.update(_producer_config(self.settings))
+        self._celery.conf.update(celery_config(self.settings))
 
     def __enter__(self) -> Self:
         return self
