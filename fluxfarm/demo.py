@@ -17,6 +17,7 @@ import httpx
 from PIL import Image
 
 from core.jobs import Job, JobState
+from core.logs import configure_logging
 from core.migrate import upgrade
 from core.settings import Settings
 from fluxfarm.processes import Farm, free_port
@@ -81,6 +82,8 @@ class Outcome:
 
 def run(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir.resolve()
+    # the demo's own screen is the progress bar and the table; the farm's logs go to files
+    configure_logging(Settings(log_level="WARNING"), "demo")
     if data_dir.exists():
         shutil.rmtree(data_dir)
     web_port = free_port()
