@@ -26,12 +26,22 @@ def scrub(text: str) -> str:
     return _TOKEN_IN_URL.sub(r"\1" + MASK, text)
 
 
+def _masked(key: str, value: Any) -> Any:
+    """`value` with secrets masked, looking inside dicts and lists (headers, task bodies)."""
+    if _SECRET_FIELDS.search(key):
+        return MASK
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {k: _masked(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked("", v) for v in value]
+    return value
+
+
 def _redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
     for key, value in event.items():
-        if _SECRET_FIELDS.search(key):
-            event[key] = MASK
-        elif isinstance(value, str):
-            event[key] = scrub(value)
+        event[key] = _masked(key, value)
     return event
 
 

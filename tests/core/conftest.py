@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -65,12 +67,20 @@ def clock() -> Clock:
     return Clock()
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file that each test copies, so Alembic runs once per session."""
+    path = tmp_path_factory.mktemp("template") / "jobs.sqlite"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path, migrated_sqlite: Path) -> str:
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'jobs.sqlite'}"
-        upgrade(url)
-        return url
+        path = tmp_path / "jobs.sqlite"
+        shutil.copyfile(migrated_sqlite, path)
+        return f"sqlite:///{path}"
     url: str = request.getfixturevalue("postgres_url")
     engine = make_engine(url)
     with engine.begin() as conn:

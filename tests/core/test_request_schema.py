@@ -12,7 +12,11 @@ from core.request_schema import GenerationRequest, parse_request
 PROMPT = "a lighthouse in fog"
 UUID = "64d5f0f7-e107-4e66-b1b2-475363c9825d"
 HTTPS_IMAGE = "https://assets.runware.ai/assets/inputs/64d5f0f7-e107-4e66-b1b2-475363c9825d.jpg"
-BARE_BASE64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+# a 1x1 PNG
+BARE_BASE64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
+    "+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
 DATA_URI = "data:image/png;base64," + BARE_BASE64
 DROP = object()
 

@@ -132,7 +132,8 @@ def test_idempotency_key_with_a_different_request_raises_conflict(store: JobStor
 def test_idempotency_keys_are_per_tenant(store: JobStore) -> None:
     a, created_a = store.create_job(PARAMS, tenant="acme", deadline_s=60, idempotency_key="k")
     b, created_b = store.create_job(PARAMS, tenant="umbrella", deadline_s=60, idempotency_key="k")
-    assert created_a and created_b
+    assert created_a
+    assert created_b
     assert a.id != b.id
     assert a.task_uuid != b.task_uuid
 
