@@ -115,7 +115,12 @@ def parse_body(body: Any) -> ParsedBody:
         status = item.get("status")
         if status == "error" or "error" in item:
             parsed.errors.append(_error(item))
-        elif any(key in item for key in _IMAGE_FIELDS) or status == "success":
+        elif (
+            any(key in item for key in _IMAGE_FIELDS)
+            or status == "success"
+            # a plain item naming an image is a result, and one without its image is malformed
+            or (status is None and "imageUUID" in item)
+        ):
             parsed.results.append(_result(item))
         else:
             # an acknowledgement or a generation still processing: nothing to record yet

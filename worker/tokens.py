@@ -23,9 +23,11 @@ def verify(task_uuid: str, token: str, secrets: Sequence[bytes]) -> bool:
 
     Every secret is compared, in constant time, so timing does not tell which matched.
     """
+    # bytes, because compare_digest raises TypeError on a str with non-ASCII characters
+    presented = token.encode()
     matched = False
     for secret in secrets:
-        matched |= hmac.compare_digest(sign(task_uuid, secret), token)
+        matched |= hmac.compare_digest(sign(task_uuid, secret).encode(), presented)
     return matched
 
 
