@@ -4,6 +4,7 @@ HTTP outcomes become fluxfarm errors."""
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -109,10 +110,13 @@ def _retry_after(response: httpx.Response) -> float | None:
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value)
-        return max(0.0, parsed.timestamp() - time.time())
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None  # an unusable header is ignored, not a crash of the submit
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def _error_items(body: Any) -> list[dict[str, Any]]:

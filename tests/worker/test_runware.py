@@ -1,0 +1,369 @@
+"""The Runware client over a fake transport: the wire request, and every answer mapped once."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from core.errors import (
+    ConfigurationError,
+    PermanentProviderError,
+    ProviderError,
+    TransientProviderError,
+)
+from core.jobs import FailureReason
+from core.settings import Settings
+from worker.runware import RunwareClient, inference_task, reason_for_code
+
+TASK = "5b3c3b5e-8c55-4c1e-9a3c-0a2b8f3f6d11"
+HOOK = f"https://farm.example/webhooks/runware/{TASK}?token=t0k"
+PARAMS = {"positivePrompt": "a lighthouse", "width": 1024, "height": 1024, "numberResults": 2}
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def client_for(handler: Handler, tmp_path: Path, **settings: Any) -> RunwareClient:
+    config = Settings(
+        data_dir=tmp_path,
+        runware_api_key="rw-key",
+        runware_url="https://api.test/v1",
+        webhook_secret="s",
+        **settings,
+    )
+    return RunwareClient(config, transport=httpx.MockTransport(handler))
+
+
+def answer(status: int, body: Any = None, headers: dict[str, str] | None = None) -> Handler:
+    def handle(_: httpx.Request) -> httpx.Response:
+        if body is None:
+            return httpx.Response(status, headers=headers)
+        return httpx.Response(status, content=orjson.dumps(body), headers=headers)
+
+    return handle
+
+
+def error(code: str, message: str = "m", parameter: str | None = None, task: str | None = TASK):
+    found: dict[str, Any] = {"code": code, "message": message, "taskType": "imageInference"}
+    if parameter:
+        found["parameter"] = parameter
+    if task:
+        found["taskUUID"] = task
+    return found
+
+
+def submit(handler: Handler, tmp_path: Path) -> list[dict[str, Any]]:
+    client = client_for(handler, tmp_path)
+    try:
+        return client.submit(inference_task(TASK, PARAMS, HOOK))
+    finally:
+        client.close()
+
+
+def test_the_submit_request_is_one_async_imageinference_task_with_cost_and_webhook(
+    tmp_path: Path,
+) -> None:
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"data": []})
+
+    assert submit(handle, tmp_path) == []
+    [request] = seen
+    assert request.method == "POST"
+    assert str(request.url) == "https://api.test/v1"
+    assert request.headers["authorization"] == "Bearer rw-key"
+    assert request.headers["content-type"] == "application/json"
+    body = orjson.loads(request.content)
+    assert isinstance(body, list)
+    assert body == [
+        {
+            **PARAMS,
+            "taskType": "imageInference",
+            "taskUUID": TASK,
+            "model": "bfl:5@1",
+            "deliveryMethod": "async",
+            "includeCost": True,
+            "webhookURL": HOOK,
+        }
+    ]
+
+
+def test_platform_fields_win_over_anything_in_the_params() -> None:
+    task = inference_task(TASK, {**PARAMS, "model": "other", "deliveryMethod": "sync"}, HOOK)
+    assert (task["model"], task["deliveryMethod"], task["includeCost"]) == (
+        "bfl:5@1",
+        "async",
+        True,
+    )
+
+
+def test_a_200_acknowledgement_is_accepted_and_its_items_returned(tmp_path: Path) -> None:
+    ack = {"data": [{"taskType": "imageInference", "taskUUID": TASK}]}
+    assert submit(answer(200, ack), tmp_path) == ack["data"]
+
+
+@pytest.mark.parametrize("status", [200, 400])
+def test_conflict_task_uuid_means_the_first_try_landed(tmp_path: Path, status: int) -> None:
+    assert submit(answer(status, {"errors": [error("conflictTaskUUID")]}), tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        (408, FailureReason.TIMEOUT),
+        (429, FailureReason.RATE_LIMIT),
+        (500, FailureReason.SERVER),
+        (502, FailureReason.SERVER),
+        (503, FailureReason.SERVER),
+        (504, FailureReason.TIMEOUT),
+    ],
+)
+def test_retryable_statuses_raise_transient_errors_with_a_reason(
+    tmp_path: Path, status: int, reason: FailureReason
+) -> None:
+    with pytest.raises(TransientProviderError) as caught:
+        submit(answer(status), tmp_path)
+    assert caught.value.reason == reason
+    assert caught.value.http_status == status
+    assert caught.value.task_uuid == TASK
+    assert caught.value.retry_after is None
+
+
+def test_transient_error_keeps_runware_code(tmp_path: Path) -> None:
+    with pytest.raises(TransientProviderError) as caught:
+        submit(answer(503, {"errors": [error("serviceUnavailable", "busy")]}), tmp_path)
+    assert (caught.value.code, caught.value.detail) == ("serviceUnavailable", "busy")
+
+
+def test_retry_after_in_seconds_is_carried(tmp_path: Path) -> None:
+    with pytest.raises(TransientProviderError) as caught:
+        submit(answer(429, headers={"Retry-After": "7"}), tmp_path)
+    assert caught.value.retry_after == 7.0
+
+
+def test_retry_after_as_an_http_date_is_carried_as_seconds(tmp_path: Path) -> None:
+    when = email.utils.formatdate(time.time() + 120, usegmt=True)
+    with pytest.raises(TransientProviderError) as caught:
+        submit(answer(503, headers={"Retry-After": when}), tmp_path)
+    assert caught.value.retry_after is not None
+    assert 100 < caught.value.retry_after <= 121
+
+
+def test_retry_after_in_the_past_is_zero(tmp_path: Path) -> None:
+    when = email.utils.formatdate(time.time() - 3600, usegmt=True)
+    with pytest.raises(TransientProviderError) as caught:
+        submit(answer(503, headers={"Retry-After": when}), tmp_path)
+    assert caught.value.retry_after == 0.0
+
+
+@pytest.mark.parametrize("value", ["soon", "", "-5", "inf", "nan", "1e400"])
+def test_unusable_retry_after_is_ignored_not_raised(tmp_path: Path, value: str) -> None:
+    with pytest.raises(TransientProviderError) as caught:
+        submit(answer(429, headers={"Retry-After": value}), tmp_path)
+    assert caught.value.retry_after in (None, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("failure", "reason"),
+    [
+        (httpx.ConnectTimeout("slow"), FailureReason.TIMEOUT),
+        (httpx.ReadTimeout("slow"), FailureReason.TIMEOUT),
+        (httpx.ConnectError("refused"), FailureReason.SERVER),
+        (httpx.RemoteProtocolError("closed"), FailureReason.SERVER),
+    ],
+)
+def test_timeouts_and_connection_failures_are_transient(
+    tmp_path: Path, failure: Exception, reason: FailureReason
+) -> None:
+    def handle(_: httpx.Request) -> httpx.Response:
+        raise failure
+
+    with pytest.raises(TransientProviderError) as caught:
+        submit(handle, tmp_path)
+    assert caught.value.reason == reason
+    assert caught.value.http_status is None
+    assert isinstance(caught.value.__cause__, httpx.TransportError)
+
+
+def test_a_400_with_errors_is_permanent_and_names_code_message_and_parameter(
+    tmp_path: Path,
+) -> None:
+    body = {"errors": [error("invalidWidth", "width must be a multiple of 16", "width")]}
+    with pytest.raises(PermanentProviderError) as caught:
+        submit(answer(400, body), tmp_path)
+    exc = caught.value
+    assert (exc.code, exc.parameter, exc.http_status) == ("invalidWidth", "width", 400)
+    assert exc.detail == "width must be a multiple of 16"
+    assert exc.reason == FailureReason.VALIDATION
+    assert "width" in str(exc)
+    assert TASK in str(exc)
+
+
+def test_errors_for_another_task_are_not_ours(tmp_path: Path) -> None:
+    body = {"errors": [error("invalidWidth", "other", task="someone-else")]}
+    with pytest.raises(PermanentProviderError) as caught:
+        submit(answer(400, body), tmp_path)
+    assert caught.value.code is None
+    assert caught.value.detail == "HTTP 400"
+
+
+def test_an_error_in_a_200_answer_is_still_a_failure(tmp_path: Path) -> None:
+    with pytest.raises(PermanentProviderError) as caught:
+        submit(answer(200, {"errors": [error("invalidPositivePrompt", "empty")]}), tmp_path)
+    assert caught.value.code == "invalidPositivePrompt"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "reason"),
+    [
+        (401, None, FailureReason.AUTH),
+        (401, b"not json", FailureReason.AUTH),
+        (401, {"errors": [error("invalidApiKey", task=None)]}, FailureReason.AUTH),
+        (403, None, FailureReason.AUTH),
+        (402, None, FailureReason.QUOTA),
+        (402, {"errors": [error("insufficientCredits")]}, FailureReason.QUOTA),
+        (400, {"errors": [error("contentPolicyViolation")]}, FailureReason.SAFETY),
+        (400, {"errors": [error("promptBlocked")]}, FailureReason.SAFETY),
+        (404, None, FailureReason.VALIDATION),
+    ],
+)
+def test_permanent_statuses_map_to_their_reason(
+    tmp_path: Path, status: int, body: Any, reason: FailureReason
+) -> None:
+    def handle(_: httpx.Request) -> httpx.Response:
+        if isinstance(body, bytes):
+            return httpx.Response(status, content=body)
+        return httpx.Response(status, json=body) if body is not None else httpx.Response(status)
+
+    with pytest.raises(PermanentProviderError) as caught:
+        submit(handle, tmp_path)
+    assert caught.value.reason == reason
+    assert caught.value.http_status == status
+
+
+def test_singular_error_object_is_understood(tmp_path: Path) -> None:
+    body = {"error": error("invalidHeight", "bad", "height"), "taskUUID": TASK}
+    with pytest.raises(PermanentProviderError) as caught:
+        submit(answer(400, body), tmp_path)
+    assert (caught.value.code, caught.value.parameter) == ("invalidHeight", "height")
+
+
+def test_the_api_key_never_appears_in_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ProviderError) as caught:
+        submit(answer(401), tmp_path)
+    assert "rw-key" not in str(caught.value)
+    assert "rw-key" not in repr(caught.value)
+
+
+def test_a_client_without_an_api_key_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError):
+        RunwareClient(Settings(data_dir=tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "reason"),
+    [
+        ("insufficientCredits", None, FailureReason.QUOTA),
+        ("quotaExceeded", None, FailureReason.QUOTA),
+        ("paymentRequired", None, FailureReason.QUOTA),
+        (None, 402, FailureReason.QUOTA),
+        ("invalidApiKey", None, FailureReason.AUTH),
+        ("unauthorized", None, FailureReason.AUTH),
+        ("forbidden", None, FailureReason.AUTH),
+        ("accountSuspended", None, FailureReason.AUTH),
+        (None, 401, FailureReason.AUTH),
+        (None, 403, FailureReason.AUTH),
+        ("rateLimitExceeded", None, FailureReason.RATE_LIMIT),
+        (None, 429, FailureReason.RATE_LIMIT),
+        ("contentPolicyViolation", None, FailureReason.SAFETY),
+        ("providerContentPolicyViolation", None, FailureReason.SAFETY),
+        ("sensitiveContentDetected", None, FailureReason.SAFETY),
+        ("unsafeContentDetected", None, FailureReason.SAFETY),
+        ("nsfwContentDetected", None, FailureReason.SAFETY),
+        ("promptBlocked", None, FailureReason.SAFETY),
+        ("imageBlocked", None, FailureReason.SAFETY),
+        ("moderationFailed", None, FailureReason.SAFETY),
+        ("timeoutProvider", None, FailureReason.TIMEOUT),
+        ("requestTimeout", None, FailureReason.TIMEOUT),
+        (None, 408, FailureReason.TIMEOUT),
+        (None, 504, FailureReason.TIMEOUT),
+        ("inferenceError", None, FailureReason.PROVIDER),
+        ("modelUnavailable", None, FailureReason.PROVIDER),
+        ("providerError", None, FailureReason.PROVIDER),
+        ("internalServerError", None, FailureReason.SERVER),
+        ("unknownError", None, FailureReason.SERVER),
+        (None, 500, FailureReason.SERVER),
+        (None, 503, FailureReason.SERVER),
+        ("invalidWidth", 400, FailureReason.VALIDATION),
+        (None, 404, FailureReason.VALIDATION),
+        ("somethingNew", None, FailureReason.PROVIDER),
+        (None, None, FailureReason.PROVIDER),
+    ],
+)
+def test_reason_for_code(code: str | None, status: int | None, reason: FailureReason) -> None:
+    assert reason_for_code(code, status) == reason
+
+
+def test_get_response_returns_data_and_errors(tmp_path: Path) -> None:
+    seen: list[Any] = []
+    body = {
+        "data": [{"taskUUID": TASK, "status": "processing"}, {"taskUUID": TASK, "status": "x"}],
+        "errors": [{**error("timeoutProvider"), "status": "error"}],
+    }
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(orjson.loads(request.content))
+        return httpx.Response(200, json=body)
+
+    client = client_for(handle, tmp_path)
+    exchange = client.get_response(TASK)
+    client.close()
+    assert seen == [[{"taskType": "getResponse", "taskUUID": TASK}]]
+    assert exchange.data == body["data"]
+    assert [e["code"] for e in exchange.errors] == ["timeoutProvider"]
+
+
+def test_get_response_of_an_unknown_task_returns_the_error_without_raising(
+    tmp_path: Path,
+) -> None:
+    client = client_for(answer(400, {"errors": [error("taskNotFound")]}), tmp_path)
+    exchange = client.get_response(TASK)
+    client.close()
+    assert exchange.status == 400
+    assert [e["code"] for e in exchange.errors] == ["taskNotFound"]
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (500, TransientProviderError),
+        (429, TransientProviderError),
+        (401, PermanentProviderError),
+        (402, PermanentProviderError),
+        (403, PermanentProviderError),
+    ],
+)
+def test_get_response_raises_only_when_it_could_not_ask(
+    tmp_path: Path, status: int, kind: type[ProviderError]
+) -> None:
+    client = client_for(answer(status), tmp_path)
+    with pytest.raises(kind):
+        client.get_response(TASK)
+    client.close()
+
+
+def test_get_response_timeout_is_transient(tmp_path: Path) -> None:
+    def handle(_: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow")
+
+    client = client_for(handle, tmp_path)
+    with pytest.raises(TransientProviderError):
+        client.get_response(TASK)
+    client.close()
