@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 import uuid
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -42,6 +44,13 @@ def _absolute_http_uri(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("must be an absolute http(s) URI")
+    return value
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL cannot store NUL in text or JSON, and no prompt needs one
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
     return value
 
 
@@ -100,7 +109,9 @@ class ProviderSettings(_RunwareShape):
 class GenerationRequest(_RunwareShape):
     """One FLUX.2 [pro] imageInference as a caller asks for it."""
 
-    positive_prompt: Annotated[StrictStr, Field(min_length=1, max_length=32_000)]
+    positive_prompt: Annotated[
+        StrictStr, Field(min_length=1, max_length=32_000), AfterValidator(_no_nul)
+    ]
     width: Dimension | None = None
     height: Dimension | None = None
     seed: Annotated[StrictInt, Field(ge=0, le=SEED_MAX)] | None = None
@@ -115,17 +126,32 @@ class GenerationRequest(_RunwareShape):
     provider_settings: ProviderSettings | None = None
 
     @model_validator(mode="after")
-    def _width_and_height_together(self) -> GenerationRequest:
-        if (self.width is None) != (self.height is None):
-            missing = "height" if self.height is None else "width"
-            raise ValueError(f"{missing}: width and height must be given together")
-        if self.ttl is not None and self.output_type != "URL":
-            raise ValueError("ttl: only applies when outputType is URL")
+    def _cross_field_rules(self) -> GenerationRequest:
+        issues = cross_field_issues(self.model_dump(by_alias=True, exclude_none=True))
+        if issues:
+            raise ValueError("; ".join(f"{i.field}: {i.message}" for i in issues))
         return self
 
     def runware_params(self) -> dict[str, Any]:
         """The caller's parameters in Runware's wire form, defaults left out."""
         return self.model_dump(by_alias=True, exclude_unset=True, mode="json")
+
+    def fingerprint(self) -> str:
+        """Equal for requests that mean the same, whether or not defaults were spelled out."""
+        normalized = self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        return hashlib.sha256(orjson.dumps(normalized, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def cross_field_issues(values: dict[str, Any]) -> list[FieldIssue]:
+    """Rules between fields, checked on raw input too so they are reported with the rest."""
+    issues = []
+    if (values.get("width") is None) != (values.get("height") is None):
+        missing = "height" if values.get("height") is None else "width"
+        message = "width and height must be given together"
+        issues.append(FieldIssue(missing, "width_and_height_together", message))
+    if values.get("ttl") is not None and values.get("outputType", "URL") != "URL":
+        issues.append(FieldIssue("ttl", "url_output_only", "only applies when outputType is URL"))
+    return issues
 
 
 _RULES = {
@@ -147,19 +173,12 @@ _RULES = {
     "value_error": "format",
 }
 
-_PAIRED = {"width", "height", "ttl"}
-
 
 def _issue_from(error: Any) -> FieldIssue:
     field = ".".join(str(part) for part in error["loc"])
     rule = _RULES.get(error["type"], error["type"])
     message = str(error["msg"]).removeprefix("Value error, ")
-    head, _, rest = message.partition(": ")
-    if not field and head in _PAIRED:
-        # a cross-field rule raised from the model validator names its own field
-        field, message = head, rest
-        rule = "width_and_height_together" if head in ("width", "height") else "url_output_only"
-    return FieldIssue(field=field or "request", rule=rule, message=message)
+    return FieldIssue(field=field, rule=rule, message=message)
 
 
 def parse_request(payload: Any) -> GenerationRequest:
@@ -169,4 +188,7 @@ def parse_request(payload: Any) -> GenerationRequest:
     try:
         return GenerationRequest.model_validate(payload)
     except ValidationError as exc:
-        raise RequestInvalid([_issue_from(e) for e in exc.errors()]) from exc
+        # errors without a location come from the cross-field validator: re-derive them from
+        # the raw input, which also finds them when other fields failed first
+        issues = [_issue_from(e) for e in exc.errors() if e["loc"]]
+        raise RequestInvalid(issues + cross_field_issues(payload)) from exc

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import Connection, Engine, Row, case, func, insert, select, update
@@ -79,6 +79,25 @@ class Failure:
     parameter: str | None = None
 
 
+@dataclass(frozen=True)
+class Transition:
+    """A committed state change, with the timestamps the stage latencies come from."""
+
+    job: Job
+    from_state: JobState | None
+    to_state: JobState
+
+
+class StoreObserver(Protocol):
+    """Told about every committed change; metrics hang here, outside business logic."""
+
+    def transitioned(self, transition: Transition) -> None: ...
+
+    def result_recorded(
+        self, outcome: ResultOutcome, cost_usd: Decimal | None, source: str
+    ) -> None: ...
+
+
 def request_fingerprint(params: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(params, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
@@ -86,9 +105,19 @@ def request_fingerprint(params: dict[str, Any]) -> str:
 class JobStore:
     """Jobs, their results and their events on SQLAlchemy Core."""
 
-    def __init__(self, engine: Engine, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Callable[[], datetime] = utcnow,
+        observers: Sequence[StoreObserver] = (),
+    ) -> None:
         self.engine = engine
         self._clock = clock
+        self.observers = list(observers)
+
+    def _notify(self, transition: Transition) -> None:
+        for observer in self.observers:
+            observer.transitioned(transition)
 
     @classmethod
     def from_url(cls, url: str) -> JobStore:
@@ -106,10 +135,15 @@ class JobStore:
         deadline_s: float,
         idempotency_key: str | None = None,
         retry_of: str | None = None,
+        fingerprint: str | None = None,
     ) -> tuple[Job, bool]:
-        """Commit a queued job with its taskUUID; returns (job, created)."""
+        """Commit a queued job with its taskUUID; returns (job, created).
+
+        `fingerprint` identifies the request for idempotency (GenerationRequest.fingerprint);
+        without one, the parameters are hashed as given.
+        """
         now = self._clock()
-        fingerprint = request_fingerprint(params)
+        fingerprint = fingerprint or request_fingerprint(params)
         job_id = str(uuid.uuid4())
         row = {
             "id": job_id,
@@ -139,7 +173,9 @@ class JobStore:
             if existing.request_hash != fingerprint:
                 raise IdempotencyConflict(idempotency_key, existing.id) from None
             return self.get(existing.id), False
-        return self.get(job_id), True
+        job = self.get(job_id)
+        self._notify(Transition(job, None, JobState.QUEUED))
+        return job, True
 
     def _by_idempotency_key(self, tenant: str, key: str) -> Row[Any]:
         with self.engine.connect() as conn:
@@ -227,7 +263,9 @@ class JobStore:
                 {"attempt": row.attempts},
                 now,
             )
-        return _job_from(row, [], [])
+        job = _job_from(row, [], [])
+        self._notify(Transition(job, previous, JobState.SUBMITTING))
+        return job
 
     def mark_submitted(self, job_id: str, detail: dict[str, Any]) -> bool:
         """submitting -> submitted once Runware acknowledged the task."""
@@ -280,18 +318,23 @@ class JobStore:
         allowed = [s.value for s in sources_of(target)]
         with self.engine.begin() as conn:
             before = conn.execute(
-                select(jobs.c.state).where(jobs.c.id == job_id, jobs.c.state.in_(allowed))
+                select(jobs.c.state)
+                .where(jobs.c.id == job_id, jobs.c.state.in_(allowed))
+                .with_for_update()
             ).scalar()
             if before is None:
                 return False
-            changed = conn.execute(
+            row = conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id, jobs.c.state == before)
                 .values(state=target.value, updated_at=now, **values)
-            ).rowcount
-            if changed:
-                self._event(conn, job_id, kind, JobState(before), target, detail, now)
-        return bool(changed)
+                .returning(*jobs.c)
+            ).first()
+            if row is None:
+                return False
+            self._event(conn, job_id, kind, JobState(before), target, detail, now)
+        self._notify(Transition(_job_from(row, [], []), JobState(before), target))
+        return True
 
     # -- results --------------------------------------------------------------------------
 
@@ -313,6 +356,7 @@ class JobStore:
             ).first()
             if job is None:
                 return ResultOutcome.UNKNOWN_TASK
+            completed: Job | None = None
             late = JobState(job.state) in TERMINAL_STATES
             inserted = conn.execute(
                 _insert_ignoring_duplicates(conn)
@@ -332,34 +376,48 @@ class JobStore:
                 .returning(results.c.image_uuid)
             ).first()
             if inserted is None:
-                return ResultOutcome.DUPLICATE
-            received = jobs.c.images_received + 1
-            completes = jobs.c.state.in_([s.value for s in _ACTIVE]) & (
-                received >= jobs.c.number_results
+                outcome = ResultOutcome.DUPLICATE
+            else:
+                outcome = ResultOutcome.LATE if late else ResultOutcome.ACCEPTED
+                completed = self._count_result(conn, job, cost, source, now)
+        for observer in self.observers:
+            observer.result_recorded(outcome, result.cost_usd, source)
+        if completed is not None:
+            self._notify(Transition(completed, JobState(job.state), JobState.SUCCEEDED))
+        return outcome
+
+    def _count_result(
+        self, conn: Connection, job: Row[Any], cost: int | None, source: str, now: datetime
+    ) -> Job | None:
+        """Add a new result to its job; returns the job if this result completed it."""
+        received = jobs.c.images_received + 1
+        completes = jobs.c.state.in_([s.value for s in _ACTIVE]) & (
+            received >= jobs.c.number_results
+        )
+        row = conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job.id)
+            .values(
+                images_received=received,
+                cost_micros=jobs.c.cost_micros + (cost or 0),
+                state=case((completes, JobState.SUCCEEDED.value), else_=jobs.c.state),
+                finished_at=case((completes, now), else_=jobs.c.finished_at),
+                updated_at=now,
             )
-            row = conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job.id)
-                .values(
-                    images_received=received,
-                    cost_micros=jobs.c.cost_micros + (cost or 0),
-                    state=case((completes, JobState.SUCCEEDED.value), else_=jobs.c.state),
-                    finished_at=case((completes, now), else_=jobs.c.finished_at),
-                    updated_at=now,
-                )
-                .returning(jobs.c.state, jobs.c.images_received, jobs.c.number_results)
-            ).one()
-            if not late and row.state == JobState.SUCCEEDED.value:
-                self._event(
-                    conn,
-                    job.id,
-                    "completed",
-                    JobState(job.state),
-                    JobState.SUCCEEDED,
-                    {"images": row.images_received, "source": source},
-                    now,
-                )
-        return ResultOutcome.LATE if late else ResultOutcome.ACCEPTED
+            .returning(*jobs.c)
+        ).one()
+        if JobState(job.state) in TERMINAL_STATES or row.state != JobState.SUCCEEDED.value:
+            return None
+        self._event(
+            conn,
+            job.id,
+            "completed",
+            JobState(job.state),
+            JobState.SUCCEEDED,
+            {"images": row.images_received, "source": source},
+            now,
+        )
+        return _job_from(row, [], [])
 
     # -- helpers --------------------------------------------------------------------------
 

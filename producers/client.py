@@ -122,6 +122,7 @@ class FluxfarmClient:
             tenant=self.tenant,
             deadline_s=deadline_s or self.settings.job_deadline_s,
             idempotency_key=idempotency_key,
+            fingerprint=parsed.fingerprint(),
         )
         with bound_contextvars(job_id=job.id, task_uuid=job.task_uuid):
             # a repeated idempotency key found a job whose message was already published

@@ -134,7 +134,7 @@ def test_invalid_request_prints_every_issue_and_exits_2(
     assert code == 2
     assert out == ""
     fields = {line.split(": ")[0] for line in err.splitlines()}
-    assert fields == {"positivePrompt", "width", "outputFormat"}
+    assert fields == {"positivePrompt", "width", "height", "outputFormat"}
     assert "width: multiple_of_16: " in err
     assert store.count_by_state() == {}
     assert broker.size() == 0
