@@ -32,6 +32,7 @@ from simulator.images import ImageRenderer, ImageStore
 from simulator.settings import SimulatorSettings
 from simulator.stats import Stats
 from simulator.tasks import Task, TaskRegistry
+from simulator.transport import StreamTransport
 from simulator.validation import TASK_TYPE, is_uuid4, validate_image_task
 
 SWEEP_INTERVAL_S = 0.5
@@ -49,10 +50,7 @@ class Simulator:
         self.faults = FaultController(settings.faults, rng)
         self.store = ImageStore()
         self.client = httpx.AsyncClient(
-            limits=httpx.Limits(
-                max_connections=settings.http_pool_size,
-                max_keepalive_connections=settings.http_pool_size,
-            ),
+            transport=StreamTransport(settings.http_pool_size),
             timeout=httpx.Timeout(settings.webhook_timeout_s),
         )
         deliverer = Deliverer(self.client, settings, self.faults, rng, self.stats)

@@ -112,6 +112,15 @@ def test_webhook_is_retried_after_server_errors(receiver: Receiver) -> None:
         assert (stats["webhook_attempts"], stats["webhook_failed_attempts"]) == (3, 2)
 
 
+def test_any_2xx_counts_as_delivered(receiver: Receiver) -> None:
+    receiver.statuses = [204, 202]
+    with running_simulator(quick_settings()) as sim:
+        task = image_task(numberResults=2, webhookURL=f"{receiver.url}/hook")
+        httpx.post(sim.api_url, json=[task], headers={"Authorization": "Bearer sim-key"})
+        wait_until(lambda: sim.stats()["webhook_deliveries"] == 2)
+        assert sim.stats()["webhook_attempts"] == 2
+
+
 def test_webhook_is_retried_after_a_receiver_slower_than_the_timeout(
     receiver: Receiver,
 ) -> None:
