@@ -6,6 +6,7 @@ import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,13 +64,56 @@ class Settings(BaseSettings):
     webhook_max_body_bytes: int = Field(
         64 * 1024 * 1024, gt=0, description="Largest webhook body (base64 images are big)."
     )
+    bind_host: str = Field(
+        "127.0.0.1", description="Address web listens on; `fluxfarm web --host` sets it."
+    )
+    api_auth: Literal["auto", "required", "open"] = Field(
+        "auto",
+        description="Job API bearer tokens: auto is open on a loopback bind_host, else required.",
+    )
+    api_max_body_bytes: int = Field(
+        8 * 1024 * 1024, gt=0, description="Largest job API body (reference images may be inline)."
+    )
+    api_max_json_depth: int = Field(32, ge=2, description="Deepest JSON nesting the job API takes.")
+    api_body_timeout_s: float = Field(
+        30.0, gt=0, description="Time a client has to send a whole job API body."
+    )
+    api_rate_per_s: float = Field(
+        20.0, gt=0, description="Sustained job API requests per second per client address."
+    )
+    api_rate_burst: int = Field(40, ge=1, description="Job API requests a client may burst.")
+    download_hosts: str = Field(
+        "im.runware.ai",
+        description="Comma-separated hosts result images may come from, besides runware_url's.",
+    )
+    download_max_bytes: int = Field(
+        32 * 1024 * 1024, gt=0, description="Largest result image fetched."
+    )
     worker_prefetch: int = Field(
         4, ge=1, description="Messages a worker process reserves ahead (I/O-bound task)."
+    )
+    crash_points: dict[str, float] = Field(
+        default_factory=dict,
+        description="Test only: share of submits that die at a named point "
+        '(after_claim, after_post), e.g. {"after_post": 0.05}.',
     )
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="auto: console on a TTY, JSON otherwise."
     )
     log_level: str = Field("INFO", description="Root log level.")
+    metrics_dir: Path | None = Field(
+        None,
+        description="Prometheus multiprocess directory of one process group; wiped at start.",
+    )
+    worker_metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Port a worker serves /metrics on; unset: none."
+    )
+    spend_alert_usd_per_hour: float = Field(
+        50.0, ge=0, description="Hourly spend above which the spend alert fires."
+    )
+    spend_daily_budget_usd: float = Field(
+        1000.0, ge=0, description="Daily budget the budget alert warns about nearing."
+    )
 
     def resolved_broker_url(self) -> str:
         if self.broker_url:
@@ -80,6 +124,12 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'jobs.sqlite').resolve()}"
+
+    def download_allow_list(self) -> frozenset[str]:
+        """Hosts result images may be fetched from: the configured ones and Runware's own."""
+        configured = {h.strip().lower() for h in self.download_hosts.split(",") if h.strip()}
+        runware_host = urlsplit(self.runware_url).hostname
+        return frozenset(configured | ({runware_host} if runware_host else set()))
 
     def webhook_secrets(self) -> list[bytes]:
         """Secrets that verify a token, the signing one first."""
