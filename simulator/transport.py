@@ -30,12 +30,12 @@ class _Connection:
 
 async def _read_body(
     reader: asyncio.StreamReader, status: int, headers: dict[bytes, bytes]
-) -> bytes | None:
-    """The response body; None when it ran to end of stream, so the connection is spent."""
+) -> tuple[bytes, bool]:
+    """The response body, and whether the connection can carry another request."""
     if status in (204, 304) or status < 200:
-        return b""
+        return b"", True
     if b"content-length" in headers:
-        return await reader.readexactly(int(headers[b"content-length"]))
+        return await reader.readexactly(int(headers[b"content-length"])), True
     if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
         chunks: list[bytes] = []
         while True:
@@ -43,11 +43,10 @@ async def _read_body(
             if size == 0:
                 while await reader.readuntil(b"\r\n") != b"\r\n":
                     pass
-                return b"".join(chunks)
+                return b"".join(chunks), True
             chunks.append(await reader.readexactly(size))
             await reader.readexactly(2)
-    await reader.read()
-    return None
+    return await reader.read(), False
 
 
 class StreamTransport(httpx.AsyncBaseTransport):
@@ -112,16 +111,16 @@ class StreamTransport(httpx.AsyncBaseTransport):
                 name, _, value = line.partition(b":")
                 raw_headers.append((name.strip(), value.strip()))
             headers = {name.lower(): value for name, value in raw_headers}
-            body = await _read_body(connection.reader, status, headers)
+            body, reusable = await _read_body(connection.reader, status, headers)
         except BaseException:
             connection.close()
             raise
-        reusable = body is not None and headers.get(b"connection", b"").lower() != b"close"
+        reusable = reusable and headers.get(b"connection", b"").lower() != b"close"
         if reusable and len(self._idle[origin]) < MAX_IDLE_PER_ORIGIN:
             self._idle[origin].append(connection)
         else:
             connection.close()
-        return httpx.Response(status, headers=raw_headers, content=body or b"", request=request)
+        return httpx.Response(status, headers=raw_headers, content=body, request=request)
 
     async def aclose(self) -> None:
         for connections in self._idle.values():
