@@ -4,11 +4,15 @@ FluxfarmError
 ├── RequestRejected            reject the caller's request; nothing was stored or queued
 │   ├── RequestInvalid         the FLUX.2 [pro] rules failed: carries every FieldIssue
 │   ├── IdempotencyConflict    the key was used before with a different request
-│   └── JobNotFound            no job with that id (for this tenant)
+│   ├── JobNotFound            no job with that id (for this tenant)
+│   ├── Unauthenticated        401: no bearer token, or one that is unknown or revoked
+│   ├── Forbidden              403: the token may not do this (a read-only token writing)
+│   └── LimitExceeded          a request over a limit: size, nesting, rate, slowness
 ├── ProviderError              Runware answered badly (raised by the worker's client only)
 │   ├── TransientProviderError retry with the same taskUUID (408, 429, 5xx, timeouts)
 │   └── PermanentProviderError fail the job with Runware's code, message and parameter
 ├── WebhookRejected            a result POST that must change nothing (4xx to the sender)
+├── DownloadRefused            a result URL we will not fetch (host, address, size, type)
 └── ConfigurationError         the settings cannot work; fix the environment
 """
 
@@ -66,6 +70,28 @@ class JobNotFound(RequestRejected):
         super().__init__(f"job {job_id} not found")
 
 
+class Unauthenticated(RequestRejected):
+    """The job API needs a valid bearer token and did not get one."""
+
+
+class Forbidden(RequestRejected):
+    """The caller is known but its token does not allow this action."""
+
+    def __init__(self, tenant: str, action: str) -> None:
+        self.tenant = tenant
+        self.action = action
+        super().__init__(f"the token of tenant {tenant!r} may not {action}")
+
+
+class LimitExceeded(RequestRejected):
+    """A request over one of the job API's limits; `reason` labels the metric."""
+
+    def __init__(self, reason: str, status_code: int, message: str) -> None:
+        self.reason = reason
+        self.status_code = status_code
+        super().__init__(message)
+
+
 class ProviderError(FluxfarmError):
     """Runware (or the network to it) did not accept a task."""
 
@@ -115,6 +141,15 @@ class WebhookRejected(FluxfarmError):
         self.outcome = outcome
         self.status_code = status_code
         super().__init__(message)
+
+
+class DownloadRefused(FluxfarmError):
+    """A result image that is not fetched, or not kept: wrong host, address, size or type."""
+
+    def __init__(self, url: str, reason: str, message: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"{url}: {message}")
 
 
 class WaitTimedOut(FluxfarmError):

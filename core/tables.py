@@ -108,6 +108,19 @@ events = Table(
 )
 
 
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("label", String(128), nullable=False),
+    # SHA-256 of the bearer token: the token itself is shown once and never stored
+    Column("token_digest", String(64), nullable=False, unique=True),
+    Column("can_write", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+)
+
 def normalize_database_url(url: str) -> str:
     """Pin PostgreSQL URLs to psycopg 3, the one driver we ship."""
     for prefix in ("postgres://", "postgresql://"):
