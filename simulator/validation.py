@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from simulator.errors import ErrorDict, api_error
 from simulator.pricing import megapixels
@@ -206,7 +206,9 @@ def reference_megapixels(reference: Any) -> int | None:
     try:
         with Image.open(io.BytesIO(raw)) as image:
             width, height = image.size
-    except (UnidentifiedImageError, OSError, ValueError):
+    # Pillow's plugins raise many types on hostile bytes (SyntaxError, DecompressionBombError
+    # among them); any of them means "not a usable image", never a server error.
+    except Exception:
         return None
     return megapixels(width, height)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import struct
 import uuid
+import zlib
 from typing import Any
 
 import httpx
@@ -17,6 +19,20 @@ JPEG = encoded_image(64, 64, "JPEG")
 WEBP = encoded_image(64, 64, "WEBP")
 GIF = encoded_image(64, 64, "GIF")
 URL = "https://assets.example/ref.jpg"
+
+
+def _png_claiming(width: int, height: int) -> str:
+    """A PNG header announcing a huge image: Pillow refuses it as a decompression bomb."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+    return base64.b64encode(png).decode()
+
 
 VALID: list[tuple[str, dict[str, Any]]] = [
     ("width/height at minimum", {"width": 256, "height": 256}),
@@ -170,6 +186,8 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
             ("base64 of text", base64.b64encode(b"hello world, not an image").decode()),
             ("gif data URI", f"data:image/gif;base64,{GIF}"),
             ("broken data URI", "data:image/png;base64,!!!"),
+            ("truncated png", base64.b64encode(b"\x89PNG\r\n\x1a\nrest").decode()),
+            ("decompression bomb", _png_claiming(100_000, 100_000)),
             ("number", 42),
             ("empty", ""),
         ]
