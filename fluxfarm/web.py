@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
+from core import metrics
 from core.logs import configure_logging
 from core.settings import Settings, get_settings
 from producers.api import build_router, install_error_handlers
 from producers.client import FluxfarmClient
 from worker import webhook
 from worker.context import ProcessContext
+from worker.instrumentation import instrument
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the web app; uvicorn calls this with `--factory`."""
     settings = settings or get_settings()
     context = ProcessContext(settings)
+    metrics.configure(settings)
+    instrument(context.store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -30,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         app.state.client.close()
         context.store.engine.dispose()
+        metrics.process_exited(os.getpid())
 
     app = FastAPI(title="fluxfarm", version="0.1.0", lifespan=lifespan)
     app.state.context = context
@@ -39,6 +46,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for route in webhook.routes:
         app.router.routes.append(route)
     app.add_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
+    app.state.metrics = metrics.exposition_registry(
+        metrics.FarmStateCollector(
+            settings,
+            lambda: metrics.read_farm_state(
+                context.store.engine, metrics.broker_queue_depth(settings)
+            ),
+        )
+    )
+    app.add_route("/metrics", serve_metrics, methods=["GET"], include_in_schema=False)
     return app
 
 
@@ -54,3 +70,9 @@ async def healthz(request: Request) -> JSONResponse:
     except Exception as exc:  # any failure to reach the store means "not healthy"
         return JSONResponse({"status": "unhealthy", "store": type(exc).__name__}, 503)
     return JSONResponse({"status": "ok"})
+
+
+async def serve_metrics(request: Request) -> Response:
+    # rendering reads the multiprocess files and may query the store: off the event loop
+    body = await run_in_threadpool(metrics.render, request.app.state.metrics)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

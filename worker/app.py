@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    setup_logging,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+)
 
+from core import metrics
 from core.broker import REAP_TASK, celery_config
 from core.logs import configure_logging
 from core.settings import get_settings
 from worker.context import process_context
+from worker.instrumentation import instrument, serve_worker_metrics
 
 settings = get_settings()
 
@@ -27,10 +35,20 @@ def _configure_logging(**_: Any) -> None:
     configure_logging(settings, "worker")
 
 
+@worker_init.connect
+def _start_metrics(**_: Any) -> None:
+    # before the pool forks, so every child writes to the group's multiprocess directory
+    metrics.configure(settings)
+    instrument(process_context().store)
+    if settings.worker_metrics_port is not None:
+        serve_worker_metrics(settings.worker_metrics_port)
+
+
 @worker_process_init.connect
 def _fresh_context_after_fork(**_: Any) -> None:
     # connections and pools opened before the fork must not be shared with the parent
     process_context.cache_clear()
+    instrument(process_context().store)
 
 
 @worker_process_shutdown.connect
@@ -40,3 +58,4 @@ def _close_clients(**_: Any) -> None:
         context.runware.close()
     if "store" in vars(context):
         context.store.engine.dispose()
+    metrics.process_exited(os.getpid())

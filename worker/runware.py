@@ -21,6 +21,7 @@ from core.errors import (
 from core.jobs import FailureReason
 from core.request_schema import MODEL_ID
 from core.settings import Settings
+from worker import instrumentation
 
 # Runware's `code` for a taskUUID it already has: on a resubmission, our first try landed.
 ALREADY_ACCEPTED = "conflictTaskUUID"
@@ -176,16 +177,20 @@ class RunwareClient:
             "Authorization": f"Bearer {self._api_key.get_secret_value()}",
             "Content-Type": "application/json",
         }
+        started = time.perf_counter()
         try:
             response = self._http.post(self._url, content=orjson.dumps([task]), headers=headers)
         except httpx.TimeoutException as exc:
+            instrumentation.provider_request(task, "timeout", started)
             raise TransientProviderError(
                 task_uuid, FailureReason.TIMEOUT, f"no answer in time ({type(exc).__name__})"
             ) from exc
         except httpx.TransportError as exc:
+            instrumentation.provider_request(task, "error", started)
             raise TransientProviderError(
                 task_uuid, FailureReason.SERVER, f"connection failed ({type(exc).__name__})"
             ) from exc
+        instrumentation.provider_request(task, str(response.status_code), started)
         try:
             body = orjson.loads(response.content) if response.content else {}
         except orjson.JSONDecodeError:

@@ -12,6 +12,7 @@ from core.broker import SUBMIT_QUEUE, SUBMIT_TASK
 from core.errors import PermanentProviderError, TransientProviderError
 from core.jobs import FailureReason, Job
 from core.store import Failure, utcnow
+from worker import instrumentation
 from worker.app import app
 from worker.context import ProcessContext, process_context
 from worker.results import parse_body, record
@@ -83,6 +84,7 @@ def _retry_or_fail(context: ProcessContext, job: Job, exc: TransientProviderErro
         http_status=exc.http_status,
         delay_s=round(delay, 3),
     )
+    instrumentation.submit_retried(exc.reason)
     # the same taskUUID goes again: Runware answers conflictTaskUUID if the first try landed
     publish_submit(job.id, job.attempts, countdown=delay)
 

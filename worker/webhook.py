@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from core.errors import WebhookRejected
 from core.store import ResultOutcome
+from worker import instrumentation
 from worker.context import ProcessContext
 from worker.results import parse_body, record
 from worker.tokens import verify
@@ -48,8 +49,10 @@ async def receive_result(request: Request) -> Response:
             outcomes = await _handle(request, context, task_uuid)
         except WebhookRejected as exc:
             log.warning("webhook.rejected", outcome=exc.outcome, reason=str(exc))
+            instrumentation.webhook_handled([exc.outcome], started)
             body = {"error": {"outcome": exc.outcome, "message": str(exc)}}
             return JSONResponse(body, status_code=exc.status_code)
+        instrumentation.webhook_handled(outcomes, started)
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
         log.info("webhook.received", outcomes=outcomes, duration_ms=duration_ms)
     if ResultOutcome.UNKNOWN_TASK in outcomes:
