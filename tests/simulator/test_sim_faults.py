@@ -215,3 +215,15 @@ def test_reset_forgets_tasks_and_counters(fresh: SimulatorHandle) -> None:
     assert (stats["tasks_accepted"], stats["charged_usd"], stats["tasks_in_memory"]) == (0, 0, 0)
     assert lookup(fresh, task["taskUUID"]).status_code == 400
     assert httpx.get(f"{fresh.url}/_sim/tasks/{uuid.uuid4()}").status_code == 404
+
+
+def test_sync_request_held_too_long_is_504_while_the_task_finishes() -> None:
+    settings = quick_settings(sync_timeout_s=0.2, faults=FaultSettings(latency_s=0.6))
+    with running_simulator(settings) as sim:
+        task = image_task()
+        response = httpx.post(sim.api_url, json=[task], headers=HEADERS)
+        assert response.status_code == 504
+        [error] = response.json()["errors"]
+        assert (error["code"], error["taskUUID"]) == ("requestTimeout", task["taskUUID"])
+        wait_until(lambda: sim.task(task["taskUUID"])["status"] == "done")
+        assert sim.stats()["images_generated"] == 1
