@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from fluxfarm import demo
 from producers.cli import add_commands
 
+# against slow and greedy clients (fluxfarm.limits caps the job API's bodies and rate)
+KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this
+MAX_HEADER_BYTES = 16 * 1024  # request line and headers, beyond which uvicorn answers 400
+MAX_CONCURRENCY = 1000  # connections and tasks at once per worker; 503 beyond
+
 
 def _serve_web(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415 - only this command needs the server
 
+    # the app decides between open and token-only by the address it is served on
+    os.environ["FLUXFARM_BIND_HOST"] = args.host
     uvicorn.run(
         "fluxfarm.web:create_app",
         factory=True,
@@ -19,6 +27,9 @@ def _serve_web(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         access_log=False,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        limit_concurrency=MAX_CONCURRENCY,
     )
     return 0
 

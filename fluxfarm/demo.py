@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 from PIL import Image
 
+from core.downloads import SafeDownloader
 from core.jobs import Job, JobState
 from core.logs import configure_logging
 from core.migrate import upgrade
@@ -24,7 +25,6 @@ from fluxfarm.processes import Farm, free_port
 from producers.client import FluxfarmClient
 
 SIMULATOR_KEY = "sim-key"
-_EXTENSIONS = {"JPG": "jpg", "PNG": "png", "WEBP": "webp"}
 _PROMPTS = [
     "A vast sunken library atrium beneath clear seawater, shafts of sunlight, drifting kelp",
     "A monumental cathedral of white salt on a dried lakebed at sunrise, pilgrims for scale",
@@ -118,7 +118,9 @@ def run(args: argparse.Namespace) -> int:
         with FluxfarmClient(settings, tenant="demo") as client:
             job_ids = [client.submit(request) for request in demo_requests(args.jobs)]
             jobs = _watch(client, job_ids, args.timeout)
-        outcomes = [Outcome(job, _save_images(job, data_dir / "images")) for job in jobs]
+        with SafeDownloader(settings) as downloader:
+            images = data_dir / "images"
+            outcomes = [Outcome(job, downloader.save_job(job, images)) for job in jobs]
         charged = httpx.get(f"{simulator_url}/_sim/stats", timeout=5).json()["charged_usd_exact"]
     _print_table(outcomes, Decimal(charged))
     return 0 if all(o.job.state is JobState.SUCCEEDED for o in outcomes) else 1
@@ -143,21 +145,6 @@ def _progress(done: int, total: int, elapsed: float) -> None:
     bar = "#" * filled + "-" * (width - filled)
     sys.stderr.write(f"\r[{bar}] {done}/{total} jobs finished  {elapsed:5.1f}s")
     sys.stderr.flush()
-
-
-def _save_images(job: Job, root: Path) -> list[Path]:
-    saved = []
-    extension = _EXTENSIONS[job.request.get("outputFormat", "JPG")]
-    for image in job.images:
-        if image.image_url is None:
-            continue
-        response = httpx.get(image.image_url, timeout=30)
-        response.raise_for_status()
-        path = root / job.id / f"{image.image_uuid}.{extension}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(response.content)
-        saved.append(path)
-    return saved
 
 
 def _print_table(outcomes: list[Outcome], charged: Decimal) -> None:

@@ -6,6 +6,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
@@ -14,33 +15,48 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from core import metrics
+from core.api_tokens import ApiTokenStore
 from core.logs import configure_logging
 from core.settings import Settings, get_settings
+from fluxfarm.limits import RequestLimits
 from producers.api import build_router, install_error_handlers
+from producers.auth import ApiAuth, TenantClients, auth_mode, install_auth
 from producers.client import FluxfarmClient
 from worker import webhook
 from worker.context import ProcessContext
 from worker.instrumentation import instrument
+
+log = structlog.get_logger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the web app; uvicorn calls this with `--factory`."""
     settings = settings or get_settings()
     context = ProcessContext(settings)
+    mode = auth_mode(settings)
     metrics.configure(settings)
     instrument(context.store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings, "web")
+        log.info(
+            "web.started",
+            api_auth=mode,
+            bind_host=settings.bind_host,
+            note="open: no tokens, loopback clients only" if mode == "open" else "bearer tokens",
+        )
         yield
-        app.state.client.close()
+        app.state.tenant_clients.close()
         context.store.engine.dispose()
         metrics.process_exited(os.getpid())
 
     app = FastAPI(title="fluxfarm", version="0.1.0", lifespan=lifespan)
     app.state.context = context
     app.state.client = FluxfarmClient(settings, store=context.store)
+    tokens = ApiTokenStore(context.store.engine)
+    install_auth(app, ApiAuth(mode, tokens), TenantClients(settings, app.state.client))
+    app.add_middleware(RequestLimits, settings=settings)
     app.include_router(build_router())
     install_error_handlers(app)
     for route in webhook.routes:

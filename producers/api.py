@@ -9,9 +9,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from starlette.exceptions import HTTPException
 
-from core.errors import FieldIssue, IdempotencyConflict, JobNotFound, RequestInvalid
+from core import metrics
+from core.errors import (
+    FieldIssue,
+    Forbidden,
+    IdempotencyConflict,
+    JobNotFound,
+    RequestInvalid,
+    Unauthenticated,
+)
 from core.request_schema import GenerationRequest, parse_request
+from producers.auth import Caller, caller, client_for, writer
 from producers.client import DEADLINE_MAX_S, IDEMPOTENCY_KEY_MAX, FluxfarmClient
 from producers.views import ErrorBody, JobView
 
@@ -46,18 +56,37 @@ class SubmitBody(BaseModel):
     )
 
 
-def _client(request: Request) -> FluxfarmClient:
-    client: FluxfarmClient = request.app.state.client
-    return client
+def _reader(request: Request, who: Annotated[Caller, Depends(caller)]) -> FluxfarmClient:
+    return client_for(request, who)
 
 
-Client = Annotated[FluxfarmClient, Depends(_client)]
+def _writer(request: Request, who: Annotated[Caller, Depends(writer)]) -> FluxfarmClient:
+    return client_for(request, who)
 
+
+Reader = Annotated[FluxfarmClient, Depends(_reader)]
+Writer = Annotated[FluxfarmClient, Depends(_writer)]
+
+
+def _refused(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+# refusals any route may give before its handler runs (fluxfarm.limits, producers.auth)
+_GUARDED: dict[int | str, dict[str, Any]] = {
+    status.HTTP_400_BAD_REQUEST: _refused("The body is not JSON or nests too deeply."),
+    status.HTTP_401_UNAUTHORIZED: _refused("No bearer token, or an unknown or revoked one."),
+    status.HTTP_403_FORBIDDEN: _refused("The token may not do this (read-only)."),
+    status.HTTP_408_REQUEST_TIMEOUT: _refused("The body took too long to arrive."),
+    status.HTTP_413_CONTENT_TOO_LARGE: _refused("The body is over the size limit."),
+    status.HTTP_429_TOO_MANY_REQUESTS: _refused("Over the request rate; see Retry-After."),
+}
 _INVALID: dict[int | str, dict[str, Any]] = {
     status.HTTP_422_UNPROCESSABLE_CONTENT: {
         "model": ErrorBody,
         "description": "Every broken rule of the request, together.",
-    }
+    },
+    **_GUARDED,
 }
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     status.HTTP_404_NOT_FOUND: {"model": ErrorBody, "description": "No such job for this tenant."},
@@ -86,18 +115,18 @@ def build_router() -> APIRouter:
             **_INVALID,
         },
     )
-    def submit_job(body: SubmitBody, response: Response, client: Client) -> JobView:
+    def submit_job(body: SubmitBody, response: Response, client: Writer) -> JobView:
         job, created = client.submit_job(body.request, body.idempotency_key, body.deadline_seconds)
         if not created:
             response.status_code = status.HTTP_200_OK
         return JobView.from_job(client.get(job.id))
 
     @router.get("/{job_id}", response_model=JobView, responses=_NOT_FOUND)
-    def get_job(job_id: str, client: Client) -> JobView:
+    def get_job(job_id: str, client: Reader) -> JobView:
         return JobView.from_job(client.get(job_id))
 
     @router.post("/{job_id}/cancel", response_model=JobView, responses=_NOT_FOUND)
-    def cancel_job(job_id: str, client: Client) -> JobView:
+    def cancel_job(job_id: str, client: Writer) -> JobView:
         return JobView.from_job(client.cancel(job_id))
 
     return router
@@ -109,6 +138,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestInvalid, _invalid_request)
     app.add_exception_handler(IdempotencyConflict, _idempotency_conflict)
     app.add_exception_handler(JobNotFound, _job_not_found)
+    app.add_exception_handler(Unauthenticated, _unauthenticated)
+    app.add_exception_handler(Forbidden, _forbidden)
+    app.add_exception_handler(HTTPException, _http_error)
 
 
 def _refusal(status_code: int, issues: list[FieldIssue]) -> JSONResponse:
@@ -163,3 +195,32 @@ async def _idempotency_conflict(_request: Request, exc: Exception) -> JSONRespon
 async def _job_not_found(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, JobNotFound)
     return _refusal(status.HTTP_404_NOT_FOUND, [FieldIssue("job_id", "exists", str(exc))])
+
+
+def _rejected(reason: str) -> None:
+    metrics.metrics().requests_rejected.labels("api", reason).inc()
+
+
+async def _unauthenticated(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Unauthenticated)
+    _rejected("unauthenticated")
+    response = _refusal(
+        status.HTTP_401_UNAUTHORIZED, [FieldIssue("authorization", "bearer_token", str(exc))]
+    )
+    response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+async def _forbidden(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Forbidden)
+    _rejected("forbidden")
+    return _refusal(status.HTTP_403_FORBIDDEN, [FieldIssue("authorization", "scope", str(exc))])
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    # FastAPI's own refusals (a body it cannot decode, an unknown route) in our error shape
+    assert isinstance(exc, HTTPException)
+    rule = "json" if exc.status_code == status.HTTP_400_BAD_REQUEST else "http"
+    response = _refusal(exc.status_code, [FieldIssue("body", rule, str(exc.detail))])
+    response.headers.update(exc.headers or {})
+    return response

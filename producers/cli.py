@@ -9,11 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from core.api_tokens import ApiTokenStore
 from core.errors import RequestInvalid, RequestRejected, WaitTimedOut
 from core.jobs import Job, JobState
 from core.logs import configure_logging
 from core.migrate import upgrade
 from core.settings import Settings, get_settings
+from core.tables import make_engine
 from producers.client import FluxfarmClient
 from producers.views import JobView
 
@@ -97,6 +99,25 @@ def add_commands(subparsers: Any) -> None:
 
     migrate = subparsers.add_parser("migrate", help="bring the job store to the newest schema")
     migrate.set_defaults(handler=_migrate)
+    _add_token_commands(subparsers)
+
+
+def _add_token_commands(subparsers: Any) -> None:
+    token = subparsers.add_parser("token", help="job API bearer tokens: create, list, revoke")
+    actions = token.add_subparsers(dest="token_command", required=True)
+    create = actions.add_parser(
+        "create", help="make a token for a calling service; it is printed once, never stored"
+    )
+    create.add_argument("tenant", metavar="TENANT", help="the name its jobs are recorded under")
+    create.add_argument("--label", help="what holds the token (default: the tenant)")
+    create.add_argument("--read-only", action="store_true", help="may read jobs, not create")
+    create.set_defaults(handler=_token_create)
+    listing = actions.add_parser("list", help="tokens by id, tenant and label; never the token")
+    listing.add_argument("--tenant", metavar="TENANT")
+    listing.set_defaults(handler=_token_list)
+    revoke = actions.add_parser("revoke", help="refuse a token from now on")
+    revoke.add_argument("token_id", metavar="TOKEN_ID")
+    revoke.set_defaults(handler=_token_revoke)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,6 +236,48 @@ def _cancel(args: argparse.Namespace, client: FluxfarmClient) -> int:
 def _migrate(_args: argparse.Namespace, settings: Settings) -> int:
     upgrade(settings.resolved_database_url())
     print("job store schema is up to date")
+    return EXIT_OK
+
+
+def _with_tokens(run: Callable[[argparse.Namespace, ApiTokenStore], int]) -> Handler:
+    @_with_settings
+    def handler(args: argparse.Namespace, settings: Settings) -> int:
+        engine = make_engine(settings.resolved_database_url())
+        try:
+            return run(args, ApiTokenStore(engine))
+        except RequestRejected as exc:
+            return _rejected(exc)
+        finally:
+            engine.dispose()
+
+    return handler
+
+
+@_with_tokens
+def _token_create(args: argparse.Namespace, tokens: ApiTokenStore) -> int:
+    record, token = tokens.create(
+        args.tenant, args.label or args.tenant, can_write=not args.read_only
+    )
+    print(f"token {record.id} for tenant {record.tenant}; shown this once:", file=sys.stderr)
+    print(token)
+    return EXIT_OK
+
+
+@_with_tokens
+def _token_list(args: argparse.Namespace, tokens: ApiTokenStore) -> int:
+    for record in tokens.tokens(args.tenant):
+        access = "read-write" if record.can_write else "read-only"
+        revoked = f"revoked {record.revoked_at.isoformat()}" if record.revoked_at else "active"
+        print(f"{record.id}  {record.tenant:<20} {access:<10} {revoked:<40} {record.label}")
+    return EXIT_OK
+
+
+@_with_tokens
+def _token_revoke(args: argparse.Namespace, tokens: ApiTokenStore) -> int:
+    if not tokens.revoke(args.token_id):
+        print(f"error: no active token {args.token_id}", file=sys.stderr)
+        return EXIT_REJECTED
+    print(f"token {args.token_id} revoked")
     return EXIT_OK
 
 

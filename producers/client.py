@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -12,6 +13,7 @@ from celery import Celery
 from structlog.contextvars import bound_contextvars
 
 from core.broker import SUBMIT_QUEUE, SUBMIT_TASK, celery_config
+from core.downloads import SafeDownloader
 from core.errors import FieldIssue, RequestInvalid, WaitTimedOut
 from core.jobs import Job
 from core.request_schema import GenerationRequest, parse_request
@@ -166,6 +168,15 @@ class FluxfarmClient:
                 raise WaitTimedOut(job_id, state.value, timeout)
             time.sleep(min(delay, remaining))
             delay = min(delay * POLL_BACKOFF, ceiling)
+
+    def download(self, job_id: str, directory: Path) -> list[Path]:
+        """Save the job's URL images as directory/<job id>/<imageUUID>.<ext>.
+
+        Only allow-listed hosts are fetched, sizes are capped and types checked
+        (core.downloads); a refused image raises DownloadRefused.
+        """
+        with SafeDownloader(self.settings) as downloader:
+            return downloader.save_job(self.get(job_id), directory)
 
     def cancel(self, job_id: str) -> Job:
         """Cancel a job that is not terminal yet; a terminal job comes back unchanged."""

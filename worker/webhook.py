@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from core import metrics
 from core.errors import WebhookRejected
 from core.store import ResultOutcome
 from worker import instrumentation
@@ -49,6 +50,7 @@ async def receive_result(request: Request) -> Response:
             outcomes = await _handle(request, context, task_uuid)
         except WebhookRejected as exc:
             log.warning("webhook.rejected", outcome=exc.outcome, reason=str(exc))
+            metrics.metrics().requests_rejected.labels("webhook", exc.outcome).inc()
             instrumentation.webhook_handled([exc.outcome], started)
             body = {"error": {"outcome": exc.outcome, "message": str(exc)}}
             return JSONResponse(body, status_code=exc.status_code)

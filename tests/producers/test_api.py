@@ -10,10 +10,12 @@ import pytest
 from fastapi import FastAPI
 from starlette.exceptions import StarletteDeprecationWarning
 
+from core.api_tokens import ApiTokenStore
 from core.broker import SUBMIT_TASK
 from core.settings import Settings
 from core.store import JobStore
 from producers.api import build_router, install_error_handlers
+from producers.auth import ApiAuth, TenantClients, install_auth
 from producers.client import FluxfarmClient
 
 with warnings.catch_warnings():
@@ -28,7 +30,10 @@ def http(client: FluxfarmClient) -> Iterator[TestClient]:
     app.include_router(build_router())
     install_error_handlers(app)
     app.state.client = client
-    with TestClient(app) as test_client:
+    # open, as the API runs on loopback: tests/security covers tokens
+    auth = ApiAuth("open", ApiTokenStore(client.store.engine))
+    install_auth(app, auth, TenantClients(client.settings, client))
+    with TestClient(app, client=("127.0.0.1", 50000)) as test_client:
         yield test_client
 
 
@@ -172,7 +177,14 @@ def test_openapi_schema_documents_the_routes_and_error_bodies(http: TestClient) 
 
     assert set(schema["paths"]) == {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel"}
     submit = schema["paths"]["/v1/jobs"]["post"]
-    assert set(submit["responses"]) == {"200", "201", "409", "422"}
+    assert set(submit["responses"]) == {"200", "201", "409", "422"} | {
+        "400",
+        "401",
+        "403",
+        "408",
+        "413",
+        "429",
+    }
     error_ref = submit["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]
     assert error_ref.endswith("/ErrorBody")
     job_view = schema["components"]["schemas"]["JobView"]
