@@ -122,6 +122,9 @@ class TaskRegistry:
         self.seen: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._finished: deque[tuple[float, str]] = deque()
+        # imageUUIDs come from their own unseeded source: os.urandom per image is slow on
+        # some hosts, and a seeded source would repeat the same UUIDs in every run.
+        self._uuid_bits = random.Random()
 
     def is_known(self, task_uuid: str) -> bool:
         return task_uuid in self.seen
@@ -188,7 +191,7 @@ class TaskRegistry:
 
     def _result_item(self, task: Task, seed: int, data: bytes, cost: Decimal) -> dict[str, Any]:
         request = task.request
-        image_uuid = str(uuid.uuid4())
+        image_uuid = str(uuid.UUID(int=self._uuid_bits.getrandbits(128), version=4))
         fmt = request.output_format
         item: dict[str, Any] = {
             "taskType": TASK_TYPE,

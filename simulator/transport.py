@@ -15,7 +15,6 @@ from collections import defaultdict
 
 import httpx
 
-MAX_IDLE_PER_ORIGIN = 64
 Origin = tuple[str, int]
 
 
@@ -54,6 +53,7 @@ class StreamTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, max_connections: int) -> None:
         self._slots = asyncio.Semaphore(max_connections)
+        self._max_idle = max_connections
         self._idle: defaultdict[Origin, list[_Connection]] = defaultdict(list)
         self._tls = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=max_connections))
 
@@ -116,7 +116,7 @@ class StreamTransport(httpx.AsyncBaseTransport):
             connection.close()
             raise
         reusable = reusable and headers.get(b"connection", b"").lower() != b"close"
-        if reusable and len(self._idle[origin]) < MAX_IDLE_PER_ORIGIN:
+        if reusable and len(self._idle[origin]) < self._max_idle:
             self._idle[origin].append(connection)
         else:
             connection.close()
