@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -49,6 +50,7 @@ class Child:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    metrics_url: str | None = None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -86,6 +88,7 @@ class Farm:
         log_path = self.log_dir / f"{name}.log"
         env = {**os.environ, **settings_env(self.settings), **(extra_env or {})}
         env.setdefault("FLUXFARM_LOG_FORMAT", "json")
+        env["FLUXFARM_METRICS_DIR"] = str(self._fresh_metrics_dir(name))
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(  # noqa: S603 - argv is built here, never from input
                 argv,
@@ -127,9 +130,18 @@ class Farm:
         self._wait_for(child, lambda: _answers(f"{url}/healthz"))
         return url
 
+    def _fresh_metrics_dir(self, name: str) -> Path:
+        # one empty directory per process group: files of an earlier run would be summed in
+        root = self.settings.metrics_dir or self.settings.data_dir / "metrics"
+        path = root / name
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        return path
+
     def start_worker(
         self, name: str = "worker", concurrency: int = 2, pool: str = "prefork"
     ) -> Child:
+        metrics_port = free_port()
         child = self.spawn(
             name,
             [
@@ -151,7 +163,9 @@ class Farm:
                 "--without-mingle",
                 "--without-heartbeat",
             ],
+            {"FLUXFARM_WORKER_METRICS_PORT": str(metrics_port)},
         )
+        child.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         self._wait_for(child, lambda: " ready." in child.log())
         return child
 

@@ -19,6 +19,7 @@ from core.api_tokens import ApiTokenStore
 from core.logs import configure_logging
 from core.settings import Settings, get_settings
 from fluxfarm.limits import RequestLimits
+from producers import spend
 from producers.api import build_router, install_error_handlers
 from producers.auth import ApiAuth, TenantClients, auth_mode, install_auth
 from producers.client import FluxfarmClient
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_auth(app, ApiAuth(mode, tokens), TenantClients(settings, app.state.client))
     app.add_middleware(RequestLimits, settings=settings)
     app.include_router(build_router())
+    app.include_router(spend.build_router())
     install_error_handlers(app)
     for route in webhook.routes:
         app.router.routes.append(route)

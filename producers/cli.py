@@ -16,6 +16,7 @@ from core.logs import configure_logging
 from core.migrate import upgrade
 from core.settings import Settings, get_settings
 from core.tables import make_engine
+from producers import spend
 from producers.client import FluxfarmClient
 from producers.views import JobView
 
@@ -99,6 +100,8 @@ def add_commands(subparsers: Any) -> None:
 
     migrate = subparsers.add_parser("migrate", help="bring the job store to the newest schema")
     migrate.set_defaults(handler=_migrate)
+
+    spend.add_command(subparsers)
     _add_token_commands(subparsers)
 
 
