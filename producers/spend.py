@@ -1,7 +1,8 @@
 """Spend per day and model from the store: Runware's reported cost, once per stored result.
 
-The same figure as the `fluxfarm_spend_usd_total` counter (which counts each distinct
-result once, late ones included), but exact and kept for as long as the store is.
+Over all tenants it is the figure the `fluxfarm_spend_usd_total` counter adds up (each
+distinct result once, late ones included), but exact and kept as long as the store is.
+The CLI reports every tenant or one; the HTTP route only the caller's tenant.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from sqlalchemy import Engine, func, select
@@ -20,7 +21,8 @@ from core.logs import configure_logging
 from core.request_schema import MODEL_ID
 from core.settings import get_settings
 from core.store import JobStore, from_micros
-from core.tables import results
+from core.tables import jobs, results
+from producers.auth import Caller, caller
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 3660
@@ -53,9 +55,13 @@ def _day(engine: Engine) -> Any:
 
 
 def spend_report(
-    engine: Engine, days: int = DEFAULT_DAYS, now: datetime | None = None
+    engine: Engine,
+    days: int = DEFAULT_DAYS,
+    *,
+    tenant: str | None = None,
+    now: datetime | None = None,
 ) -> SpendReport:
-    """Spend of the last `days` UTC days, today included, oldest first."""
+    """Spend of the last `days` UTC days, today included, oldest first; one tenant or all."""
     today = (now or datetime.now(UTC)).replace(hour=0, minute=0, second=0, microsecond=0)
     since = today - timedelta(days=days - 1)
     day = _day(engine).label("day")
@@ -65,6 +71,8 @@ def spend_report(
         .group_by(day)
         .order_by(day)
     )
+    if tenant is not None:
+        query = query.join(jobs, jobs.c.id == results.c.job_id).where(jobs.c.tenant == tenant)
     with engine.connect() as conn:
         rows = conn.execute(query).all()
     # every job runs one model (see core.request_schema), so the model is that constant
@@ -76,15 +84,17 @@ def spend_report(
 
 
 def build_router() -> APIRouter:
-    """GET /v1/spend; the app provides a FluxfarmClient as `app.state.client`."""
+    """GET /v1/spend: the calling tenant's spend; the app provides `app.state.client`."""
     router = APIRouter(prefix="/v1/spend", tags=["spend"])
 
     @router.get("", response_model=SpendReport, response_model_by_alias=True)
     def get_spend(
-        request: Request, days: Annotated[int, Query(ge=1, le=MAX_DAYS)] = DEFAULT_DAYS
+        request: Request,
+        who: Annotated[Caller, Depends(caller)],
+        days: Annotated[int, Query(ge=1, le=MAX_DAYS)] = DEFAULT_DAYS,
     ) -> SpendReport:
         store: JobStore = request.app.state.client.store
-        return spend_report(store.engine, days)
+        return spend_report(store.engine, days, tenant=who.tenant)
 
     return router
 
@@ -92,6 +102,7 @@ def build_router() -> APIRouter:
 def add_command(subparsers: Any) -> None:
     spend = subparsers.add_parser("spend", help="spend per day and model, from the store")
     spend.add_argument("--days", type=_days, default=DEFAULT_DAYS, help="UTC days, today included")
+    spend.add_argument("--tenant", help="one tenant only; default: every tenant")
     spend.add_argument("--json", action="store_true", help="print the report as JSON")
     spend.set_defaults(handler=_spend)
 
@@ -108,7 +119,7 @@ def _spend(args: argparse.Namespace) -> int:
     configure_logging(settings, "cli")
     store = JobStore.from_url(settings.resolved_database_url())
     try:
-        report = spend_report(store.engine, args.days)
+        report = spend_report(store.engine, args.days, tenant=args.tenant)
     finally:
         store.engine.dispose()
     if args.json:
