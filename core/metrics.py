@@ -85,11 +85,6 @@ class FarmMetrics:
         self.provider_requests = counter(
             "provider_requests_total", "POSTs to Runware by HTTP status or error.", ["status"]
         )
-        self.requests_rejected = counter(
-            "requests_rejected_total",
-            "Requests refused before any work, by surface (api, webhook) and reason.",
-            ["surface", "reason"],
-        )
         self.submit_retries = counter(
             "submit_retries_total", "Submissions retried after a transient error.", ["reason"]
         )
