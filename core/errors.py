@@ -70,6 +70,15 @@ class JobNotFound(RequestRejected):
         super().__init__(f"job {job_id} not found")
 
 
+class NotRetryable(RequestRejected):
+    """A retry was asked for a job that has not failed."""
+
+    def __init__(self, job_id: str, state: str) -> None:
+        self.job_id = job_id
+        self.state = state
+        super().__init__(f"job {job_id} is {state}: only a failed job can be retried")
+
+
 class Unauthenticated(RequestRejected):
     """The job API needs a valid bearer token and did not get one."""
 

@@ -121,6 +121,7 @@ api_tokens = Table(
     Column("revoked_at", UTCDateTime),
 )
 
+
 def normalize_database_url(url: str) -> str:
     """Pin PostgreSQL URLs to psycopg 3, the one driver we ship."""
     for prefix in ("postgres://", "postgresql://"):

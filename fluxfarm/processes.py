@@ -7,6 +7,7 @@ run the same commands the Procfile gives.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -41,7 +42,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env: dict[str, str] = {}
     for name, value in settings.model_dump(exclude_none=True).items():
         plain = value.get_secret_value() if hasattr(value, "get_secret_value") else value
-        env[f"FLUXFARM_{name.upper()}"] = str(plain)
+        # pydantic-settings reads complex values (dicts, lists) from the environment as JSON
+        text = json.dumps(plain) if isinstance(plain, dict | list) else str(plain)
+        env[f"FLUXFARM_{name.upper()}"] = text
     return env
 
 
@@ -176,6 +179,11 @@ class Farm:
         )
         self._wait_for(child, lambda: "beat: Starting" in child.log())
         return child
+
+    def kill(self, child: Child, signum: int = signal.SIGKILL) -> None:
+        """Signal one child's whole process group and wait for its leader to exit."""
+        _signal_group(child.process, signum)
+        child.process.wait(60)
 
     def stop(self) -> None:
         """SIGTERM every child (warm shutdown), then SIGKILL what is still there."""

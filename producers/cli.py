@@ -98,6 +98,13 @@ def add_commands(subparsers: Any) -> None:
     cancel.add_argument("--json", action="store_true", help="print the job as JSON")
     cancel.set_defaults(handler=_cancel)
 
+    retry = subparsers.add_parser(
+        "retry", help="queue a failed job again as a new job linked to it"
+    )
+    retry.add_argument("job_id", metavar="JOB")
+    retry.add_argument("--json", action="store_true", help="print the new job as JSON")
+    retry.set_defaults(handler=_retry)
+
     migrate = subparsers.add_parser("migrate", help="bring the job store to the newest schema")
     migrate.set_defaults(handler=_migrate)
 
@@ -232,6 +239,14 @@ def _wait(args: argparse.Namespace, client: FluxfarmClient) -> int:
 @_with_client
 def _cancel(args: argparse.Namespace, client: FluxfarmClient) -> int:
     _show(client.cancel(args.job_id), args.json)
+    return EXIT_OK
+
+
+@_with_client
+def _retry(args: argparse.Namespace, client: FluxfarmClient) -> int:
+    job = client.retry(args.job_id)
+    print(f"retrying {args.job_id} as {job.id}", file=sys.stderr)
+    _show(job, args.json)
     return EXIT_OK
 
 

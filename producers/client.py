@@ -14,8 +14,8 @@ from structlog.contextvars import bound_contextvars
 
 from core.broker import SUBMIT_QUEUE, SUBMIT_TASK, celery_config
 from core.downloads import SafeDownloader
-from core.errors import FieldIssue, RequestInvalid, WaitTimedOut
-from core.jobs import Job
+from core.errors import FieldIssue, NotRetryable, RequestInvalid, WaitTimedOut
+from core.jobs import Job, JobState
 from core.request_schema import GenerationRequest, parse_request
 from core.settings import Settings, get_settings
 from core.store import JobStore
@@ -168,6 +168,27 @@ class FluxfarmClient:
                 raise WaitTimedOut(job_id, state.value, timeout)
             time.sleep(min(delay, remaining))
             delay = min(delay * POLL_BACKOFF, ceiling)
+
+    def retry(self, job_id: str) -> Job:
+        """Queue a failed job again as a new job linked to it, with a new taskUUID.
+
+        Only an operator's explicit request should call this: the failed task may still be
+        billed by Runware. Asking twice for the same job returns the same new job.
+        """
+        failed = self.store.get(job_id, tenant=self.tenant)
+        if failed.state is not JobState.FAILED:
+            raise NotRetryable(job_id, failed.state.value)
+        job, created = self.store.create_job(
+            failed.request,
+            tenant=self.tenant,
+            deadline_s=self.settings.job_deadline_s,
+            idempotency_key=f"retry-of:{failed.id}",
+            retry_of=failed.id,
+        )
+        with bound_contextvars(job_id=job.id, task_uuid=job.task_uuid):
+            published = created and self._publish(job.id)
+            logger.info("job.retried", retry_of=failed.id, created=created, published=published)
+        return job
 
     def download(self, job_id: str, directory: Path) -> list[Path]:
         """Save the job's URL images as directory/<job id>/<imageUUID>.<ext>.

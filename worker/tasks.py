@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import time
 from typing import Any
 
@@ -10,7 +12,7 @@ import structlog
 
 from core.broker import SUBMIT_QUEUE, SUBMIT_TASK
 from core.errors import PermanentProviderError, TransientProviderError
-from core.jobs import FailureReason, Job
+from core.jobs import FailureReason, Job, JobState
 from core.store import Failure, utcnow
 from worker import instrumentation
 from worker.app import app
@@ -48,6 +50,7 @@ def _submit_claimed(context: ProcessContext, job: Job) -> None:
         _fail(context, job, Failure(FailureReason.TIMEOUT, "deadline passed before submission"))
         return
     url = webhook_url(settings.public_base_url, job.task_uuid, context.webhook_secrets[0])
+    crash_point(context, "after_claim")
     started = time.perf_counter()
     try:
         acknowledged = context.runware.submit(inference_task(job.task_uuid, job.request, url))
@@ -59,6 +62,7 @@ def _submit_claimed(context: ProcessContext, job: Job) -> None:
         _fail(context, job, failure)
         return
     duration_ms = round((time.perf_counter() - started) * 1000, 1)
+    crash_point(context, "after_post")
     if acknowledged:
         record(context.store, parse_body({"data": acknowledged}), "ack")
     context.store.mark_submitted(job.id, {"attempt": job.attempts, "duration_ms": duration_ms})
@@ -76,17 +80,32 @@ def _retry_or_fail(context: ProcessContext, job: Job, exc: TransientProviderErro
         failure = Failure(exc.reason, f"gave up after {why}: {exc.detail}", code=exc.code)
         _fail(context, job, failure)
         return
-    log.warning(
-        "submit.retry",
-        attempt=job.attempts,
-        reason=exc.reason,
-        code=exc.code,
-        http_status=exc.http_status,
-        delay_s=round(delay, 3),
-    )
+    attempt = {
+        "attempt": job.attempts,
+        "reason": exc.reason,
+        "code": exc.code,
+        "http_status": exc.http_status,
+        "message": exc.detail,
+        "delay_s": round(delay, 3),
+    }
+    if not context.store.touch(job.id, JobState.SUBMITTING, "retry_scheduled", attempt):
+        return  # canceled or finished meanwhile: nothing left to retry
+    log.warning("submit.retry", **attempt)
     instrumentation.submit_retried(exc.reason)
     # the same taskUUID goes again: Runware answers conflictTaskUUID if the first try landed
     publish_submit(job.id, job.attempts, countdown=delay)
+
+
+def crash_point(context: ProcessContext, point: str) -> None:
+    """Die here, as a `kill -9` would, when FLUXFARM_CRASH_POINTS asks for it.
+
+    The windows between claim and POST and between POST and `submitted` are where a
+    crash could lose or double-pay a job, so the chaos tests need to hit them on purpose.
+    """
+    share = context.settings.crash_points.get(point, 0.0)
+    if share and random.random() < share:
+        log.warning("crash_point.hit", point=point)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def publish_submit(job_id: str, expected_attempts: int, countdown: float | None = None) -> None:

@@ -63,8 +63,15 @@ def farm(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningFarm
         )()
         farm = stack.enter_context(Farm(Settings(data_dir=tmp_path), log_dir=tmp_path / "logs"))
         simulator_url = farm.start_simulator(
-            "--api-keys", SIMULATOR_KEY, "--fast-images", "--latency-dist", "uniform",
-            "--latency-min-s", "0", "--latency-max-s", "0.3",
+            "--api-keys",
+            SIMULATOR_KEY,
+            "--fast-images",
+            "--latency-dist",
+            "uniform",
+            "--latency-min-s",
+            "0",
+            "--latency-max-s",
+            "0.3",
         )
         web_port = free_port()
         settings = Settings(
@@ -116,6 +123,6 @@ def test_fifty_jobs_succeed_with_every_image_and_cost_the_simulator_charged(
     for job, request in zip(jobs, requests, strict=True):
         assert len(job.images) == request["numberResults"] == job.number_results
         assert all(image.source in ("webhook", "poll") for image in job.images)
-        assert job.cost_usd == sum((image.cost_usd or Decimal(0) for image in job.images))
+        assert job.cost_usd == sum(image.cost_usd or Decimal(0) for image in job.images)
     assert any(job.number_results > 1 for job in jobs)
     assert sum((job.cost_usd for job in jobs), Decimal(0)) == farm.charged()

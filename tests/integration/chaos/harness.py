@@ -1,0 +1,196 @@
+"""A farm of real processes under a disruption, and the figures that say whether it held."""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+
+from core.jobs import Job, JobState
+from core.migrate import upgrade
+from core.settings import Settings
+from core.tables import results
+from fluxfarm.demo import demo_requests
+from fluxfarm.processes import Child, Farm, free_port
+from producers.client import FluxfarmClient
+
+SIMULATOR_KEY = "chaos-key"
+
+# Short clocks so that every recovery path (republish, resubmit, poll) runs within a test.
+CHAOS_SETTINGS: dict[str, Any] = {
+    "reaper_interval_s": 1,
+    "queued_republish_after_s": 5,
+    "submitting_stale_after_s": 4,
+    "submitted_poll_after_s": 4,
+    "connect_timeout_s": 1,
+    "submit_timeout_s": 1.5,
+    "retry_base_delay_s": 0.2,
+    "retry_max_delay_s": 2,
+    "submit_max_attempts": 40,
+    "job_deadline_s": 240,
+    "webhook_secret": "chaos-secret",
+}
+
+
+@dataclass
+class ChaosFarm:
+    farm: Farm
+    settings: Settings
+    simulator_url: str
+    web_port: int
+    workers: list[Child] = field(default_factory=list)
+
+    def set_faults(self, **faults: Any) -> None:
+        response = httpx.post(f"{self.simulator_url}/_sim/faults", json=faults, timeout=10)
+        response.raise_for_status()
+
+    def reset_faults(self) -> None:
+        httpx.delete(f"{self.simulator_url}/_sim/faults", timeout=10).raise_for_status()
+
+    def stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = httpx.get(f"{self.simulator_url}/_sim/stats", timeout=10).json()
+        return stats
+
+    def start_worker(self, name: str) -> Child:
+        worker = self.farm.start_worker(name, concurrency=3)
+        self.workers.append(worker)
+        return worker
+
+    def restart_web(self) -> None:
+        self.farm.start_web(self.web_port)
+
+
+@contextlib.contextmanager
+def chaos_farm(
+    tmp_path: Path,
+    *,
+    broker_url: str | None,
+    database_url: str | None,
+    simulator_flags: tuple[str, ...] = (),
+    **overrides: Any,
+) -> Iterator[ChaosFarm]:
+    with Farm(Settings(data_dir=tmp_path), log_dir=tmp_path / "logs") as farm:
+        simulator_url = farm.start_simulator(
+            "--api-keys",
+            SIMULATOR_KEY,
+            "--fast-images",
+            "--random-seed",
+            "7",
+            "--latency-dist",
+            "uniform",
+            "--latency-min-s",
+            "0",
+            "--latency-max-s",
+            "0.5",
+            *simulator_flags,
+        )
+        web_port = free_port()
+        settings = Settings(
+            data_dir=tmp_path,
+            broker_url=broker_url,
+            database_url=database_url,
+            runware_url=f"{simulator_url}/v1",
+            runware_api_key=SIMULATOR_KEY,
+            public_base_url=f"http://127.0.0.1:{web_port}",
+            **(CHAOS_SETTINGS | overrides),
+        )
+        farm.settings = settings
+        upgrade(settings.resolved_database_url())
+        chaos = ChaosFarm(farm, settings, simulator_url, web_port)
+        farm.start_web(web_port)
+        chaos.start_worker("worker-a")
+        farm.start_beat()
+        yield chaos
+
+
+@dataclass(frozen=True)
+class ChaosResult:
+    scenario: str
+    jobs: int
+    lost: int
+    paid_twice: int
+    duplicate_results: int
+    p99_to_terminal_s: float
+    charged_usd: Decimal
+    recorded_usd: Decimal
+    states: dict[str, int]
+
+    def row(self) -> str:
+        return (
+            f"| {self.scenario} | {self.jobs} | {self.lost} | {self.paid_twice} | "
+            f"{self.duplicate_results} | {self.p99_to_terminal_s:.1f} s |"
+        )
+
+
+def run_scenario(
+    scenario: str,
+    chaos: ChaosFarm,
+    disrupt: Callable[[ChaosFarm], None],
+    jobs: int = 200,
+    timeout: float = 240,
+) -> ChaosResult:
+    """Submit `jobs`, disrupt the farm meanwhile, wait for every job, and measure."""
+    requests = demo_requests(jobs)
+    with FluxfarmClient(chaos.settings, tenant="chaos") as client:
+        disruption = threading.Thread(target=disrupt, args=(chaos,), name=scenario)
+        disruption.start()
+        job_ids = [client.submit(request) for request in requests]
+        disruption.join()
+        finished = _wait_terminal(client, job_ids, timeout)
+        with client.store.engine.connect() as conn:
+            stored_results = conn.execute(select(func.count()).select_from(results)).scalar_one()
+    stats = chaos.stats()
+    recorded = sum((job.cost_usd for job in finished), Decimal(0))
+    durations = sorted(
+        (job.finished_at - job.created_at).total_seconds() for job in finished if job.finished_at
+    )
+    states: dict[str, int] = {}
+    for job in finished:
+        states[job.state.value] = states.get(job.state.value, 0) + 1
+    return ChaosResult(
+        scenario=scenario,
+        jobs=jobs,
+        lost=sum(job.state is not JobState.SUCCEEDED for job in finished),
+        # one job is one taskUUID: Runware billing more tasks or images than we asked for
+        # is exactly a double payment
+        paid_twice=max(0, stats["tasks_accepted"] - jobs)
+        + max(0, stats["images_generated"] - sum(job.number_results for job in finished)),
+        duplicate_results=max(0, stored_results - stats["images_generated"]),
+        p99_to_terminal_s=_p99(durations),
+        charged_usd=Decimal(stats["charged_usd_exact"]),
+        recorded_usd=recorded,
+        states=states,
+    )
+
+
+def _p99(durations: list[float]) -> float:
+    if len(durations) < 2:
+        return durations[0] if durations else float("nan")
+    return statistics.quantiles(durations, n=100)[98]
+
+
+def _wait_terminal(client: FluxfarmClient, job_ids: list[str], timeout: float) -> list[Job]:
+    deadline = time.monotonic() + timeout
+    pending = set(job_ids)
+    while pending and time.monotonic() < deadline:
+        pending = {job_id for job_id in pending if not client.store.get(job_id).state.terminal}
+        if pending:
+            time.sleep(0.5)
+    return [client.get(job_id) for job_id in job_ids]
+
+
+def worker_children(worker: Child) -> list[int]:
+    """The prefork pool processes of a Celery worker (its master's children)."""
+    path = Path(f"/proc/{worker.process.pid}/task/{worker.process.pid}/children")
+    with contextlib.suppress(FileNotFoundError):
+        return [int(pid) for pid in path.read_text().split()]
+    return []
