@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure PostgreSQL (5432), Redis (6379) and RabbitMQ (5672) answer on this machine,
-# starting any that is down (Debian packages; installs them when missing and run as root).
+# starting any that is down, and that promtool and prometheus are installed (Debian
+# packages; installs them when missing and run as root).
 set -euo pipefail
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -38,5 +39,9 @@ if ! listening 5672; then
   ensure_package rabbitmq-server
   rabbitmq-server -detached
   wait_for RabbitMQ 5672
+fi
+# promtool tests the alert rules; the prometheus server scrapes a farm in the metrics tests
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  ensure_package prometheus
 fi
 echo "services ready: PostgreSQL 5432, Redis 6379, RabbitMQ 5672"
