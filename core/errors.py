@@ -5,13 +5,16 @@ FluxfarmError
 │   ├── RequestInvalid         the FLUX.2 [pro] rules failed: carries every FieldIssue
 │   ├── IdempotencyConflict    the key was used before with a different request
 │   ├── JobNotFound            no job with that id (for this tenant)
+│   ├── NotRetryable           only a failed job can be queued again
 │   ├── Unauthenticated        401: no bearer token, or one that is unknown or revoked
 │   ├── Forbidden              403: the token may not do this (a read-only token writing)
 │   └── LimitExceeded          a request over a limit: size, nesting, rate, slowness
 ├── ProviderError              Runware answered badly (raised by the worker's client only)
 │   ├── TransientProviderError retry with the same taskUUID (408, 429, 5xx, timeouts)
 │   └── PermanentProviderError fail the job with Runware's code, message and parameter
+├── StoreUnavailable           the database cannot be reached; retry (same idempotency key)
 ├── WebhookRejected            a result POST that must change nothing (4xx to the sender)
+├── WaitTimedOut               a job did not reach a terminal state in the time asked
 ├── DownloadRefused            a result URL we will not fetch (host, address, size, type)
 └── ConfigurationError         the settings cannot work; fix the environment
 """
@@ -141,6 +144,11 @@ class TransientProviderError(ProviderError):
 
 class PermanentProviderError(ProviderError):
     """Retrying cannot help: the job fails with Runware's code, message and parameter."""
+
+
+class StoreUnavailable(FluxfarmError):
+    """The job store cannot be reached; nothing is known to have changed. Retry later, with
+    the same idempotency key when submitting."""
 
 
 class WebhookRejected(FluxfarmError):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -16,9 +17,9 @@ import orjson
 from sqlalchemy import Connection, Engine, Row, case, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
-from core.errors import IdempotencyConflict, JobNotFound
+from core.errors import IdempotencyConflict, JobNotFound, StoreUnavailable
 from core.jobs import (
     TERMINAL_STATES,
     ImageResult,
@@ -115,6 +116,17 @@ class JobStore:
         self._clock = clock
         self.observers = list(observers)
 
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        """A transaction; losing the database surfaces as StoreUnavailable."""
+        with _translated_errors(), self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        with _translated_errors(), self.engine.connect() as conn:
+            yield conn
+
     def _notify(self, transition: Transition) -> None:
         for observer in self.observers:
             observer.transitioned(transition)
@@ -163,7 +175,7 @@ class JobStore:
             "retry_of": retry_of,
         }
         try:
-            with self.engine.begin() as conn:
+            with self._begin() as conn:
                 conn.execute(insert(jobs).values(row))
                 self._event(conn, job_id, "created", None, JobState.QUEUED, {}, now)
         except IntegrityError:
@@ -178,7 +190,7 @@ class JobStore:
         return job, True
 
     def _by_idempotency_key(self, tenant: str, key: str) -> Row[Any]:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return conn.execute(
                 select(jobs.c.id, jobs.c.request_hash).where(
                     jobs.c.tenant == tenant, jobs.c.idempotency_key == key
@@ -188,7 +200,7 @@ class JobStore:
     # -- reads ----------------------------------------------------------------------------
 
     def get(self, job_id: str, *, tenant: str | None = None, details: bool = False) -> Job:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             query = select(jobs).where(jobs.c.id == job_id)
             if tenant is not None:
                 query = query.where(jobs.c.tenant == tenant)
@@ -200,7 +212,7 @@ class JobStore:
         return _job_from(row, images, history)
 
     def job_id_for_task(self, task_uuid: str) -> str | None:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             found: str | None = conn.execute(
                 select(jobs.c.id).where(jobs.c.task_uuid == task_uuid)
             ).scalar()
@@ -218,11 +230,11 @@ class JobStore:
         return self._jobs(query.order_by(jobs.c.deadline_at).limit(limit))
 
     def _jobs(self, query: Any) -> list[Job]:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [_job_from(row, [], []) for row in conn.execute(query).all()]
 
     def count_by_state(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).all()
         return {state: count for state, count in rows}
 
@@ -239,7 +251,7 @@ class JobStore:
         claimable = (jobs.c.state == JobState.QUEUED.value) | (
             (jobs.c.state == JobState.SUBMITTING.value) & (expected_attempts > 0)
         )
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             row = conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id, is_ours, claimable)
@@ -296,7 +308,7 @@ class JobStore:
     def touch(self, job_id: str, state: JobState, kind: str, detail: dict[str, Any]) -> bool:
         """Record that the reaper acted on a job still in `state`, restarting its clock."""
         now = self._clock()
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             changed = conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id, jobs.c.state == state.value)
@@ -316,7 +328,7 @@ class JobStore:
     ) -> bool:
         now = self._clock()
         allowed = [s.value for s in sources_of(target)]
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             before = conn.execute(
                 select(jobs.c.state)
                 .where(jobs.c.id == job_id, jobs.c.state.in_(allowed))
@@ -346,7 +358,7 @@ class JobStore:
         """
         now = self._clock()
         cost = to_micros(result.cost_usd)
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             # the row lock makes `late` and the completion decision see the latest state:
             # without it concurrent results each read `submitted` and each log "completed"
             job = conn.execute(
@@ -466,6 +478,16 @@ class JobStore:
             select(events).where(events.c.job_id == job_id).order_by(events.c.id)
         ).all()
         return [JobEvent(r.at, r.kind, r.from_state, r.to_state, r.detail) for r in rows]
+
+
+@contextmanager
+def _translated_errors() -> Iterator[None]:
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        # the driver's text may carry connection details; the type is enough to act on
+        cause = type(exc.orig or exc).__name__
+        raise StoreUnavailable(f"the job store cannot be reached ({cause})") from exc
 
 
 def _insert_ignoring_duplicates(conn: Connection) -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
+from core.errors import StoreUnavailable
 from core.jobs import Job, JobState
 from core.migrate import upgrade
 from core.settings import Settings
@@ -143,7 +144,7 @@ def run_scenario(
     with FluxfarmClient(chaos.settings, tenant="chaos") as client:
         disruption = threading.Thread(target=disrupt, args=(chaos,), name=scenario)
         disruption.start()
-        job_ids = [client.submit(request) for request in requests]
+        job_ids = [_submit(client, f"{scenario}-{i}", r) for i, r in enumerate(requests)]
         disruption.join()
         finished = _wait_terminal(client, job_ids, timeout)
         with client.store.engine.connect() as conn:
@@ -170,6 +171,18 @@ def run_scenario(
         recorded_usd=recorded,
         states=states,
     )
+
+
+def _submit(client: FluxfarmClient, key: str, request: dict[str, Any]) -> str:
+    """Submit as a careful caller does: a store outage is retried with the same key."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return client.submit(request, idempotency_key=key)
+        except StoreUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def _p99(durations: list[float]) -> float:
