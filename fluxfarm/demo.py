@@ -114,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         web_url = farm.start_web(web_port)
         farm.start_worker(concurrency=args.concurrency)
         farm.start_beat()
+        farm.supervise()
         print(f"farm up: simulator {simulator_url}, web {web_url}, logs in {farm.log_dir}")
         with FluxfarmClient(settings, tenant="demo") as client:
             job_ids = [client.submit(request) for request in demo_requests(args.jobs)]

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,9 +55,19 @@ class Child:
     process: subprocess.Popen[bytes]
     log_path: Path
     metrics_url: str | None = None
+    argv: list[str] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    # restarted when it dies on its own, as a process supervisor would; not when we kill it
+    supervised: bool = True
+    log_offset: int = 0
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        """What this process wrote (the file also holds earlier processes of the same name)."""
+        if not self.log_path.exists():
+            return ""
+        with self.log_path.open("rb") as log_file:
+            log_file.seek(self.log_offset)
+            return log_file.read().decode(errors="replace")
 
 
 class ProcessFailed(RuntimeError):
@@ -74,6 +85,26 @@ class Farm:
     settings: Settings
     log_dir: Path
     children: list[Child] = field(default_factory=list)
+    restarts: int = 0
+    _stopping: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def supervise(self, interval_s: float = 0.5) -> None:
+        """Restart children that exit on their own, like systemd or a platform would.
+
+        Celery workers exit on some broker failures (a Redis restart, for one) and count on
+        their supervisor to start them again.
+        """
+        threading.Thread(target=self._restart_dead, args=(interval_s,), daemon=True).start()
+
+    def _restart_dead(self, interval_s: float) -> None:
+        while not self._stopping.wait(interval_s):
+            with self._lock:
+                dead = [c for c in self.children if c.supervised and c.process.poll() is not None]
+            for child in dead:
+                child.supervised = False
+                self.restarts += 1
+                self.spawn(child.name, child.argv, child.extra_env)
 
     def __enter__(self) -> Farm:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -92,7 +123,9 @@ class Farm:
         env = {**os.environ, **settings_env(self.settings), **(extra_env or {})}
         env.setdefault("FLUXFARM_LOG_FORMAT", "json")
         env["FLUXFARM_METRICS_DIR"] = str(self._fresh_metrics_dir(name))
-        with log_path.open("wb") as log_file:
+        # appended, so a restarted child keeps the log of the one that died
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        with log_path.open("ab") as log_file:
             process = subprocess.Popen(  # noqa: S603 - argv is built here, never from input
                 argv,
                 stdout=log_file,
@@ -100,8 +133,11 @@ class Farm:
                 env=env,
                 start_new_session=True,
             )
-        child = Child(name, process, log_path)
-        self.children.append(child)
+        child = Child(
+            name, process, log_path, argv=argv, extra_env=extra_env or {}, log_offset=offset
+        )
+        with self._lock:
+            self.children.append(child)
         return child
 
     def start_simulator(self, *flags: str) -> str:
@@ -182,11 +218,13 @@ class Farm:
 
     def kill(self, child: Child, signum: int = signal.SIGKILL) -> None:
         """Signal one child's whole process group and wait for its leader to exit."""
+        child.supervised = False
         _signal_group(child.process, signum)
         child.process.wait(60)
 
     def stop(self) -> None:
         """SIGTERM every child (warm shutdown), then SIGKILL what is still there."""
+        self._stopping.set()
         for child in reversed(self.children):
             if child.process.poll() is None:
                 _signal_group(child.process, signal.SIGTERM)

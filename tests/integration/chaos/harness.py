@@ -110,6 +110,7 @@ def chaos_farm(
         farm.start_web(web_port)
         chaos.start_worker("worker-a")
         farm.start_beat()
+        farm.supervise()
         yield chaos
 
 
