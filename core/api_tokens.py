@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Engine, Row, insert, select, update
 
 from core.errors import FieldIssue, RequestInvalid
-from core.store import utcnow
+from core.records import utcnow
 from core.tables import api_tokens
 
 # a recognizable prefix lets secret scanners and log redaction spot a leaked token

@@ -2,105 +2,43 @@
 
 from __future__ import annotations
 
-import hashlib
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from enum import StrEnum
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import orjson
 from sqlalchemy import Connection, Engine, Row, case, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError
 
-from core.errors import IdempotencyConflict, JobNotFound, StoreUnavailable
+from core.errors import IdempotencyConflict, JobNotFound
 from core.jobs import (
     TERMINAL_STATES,
-    ImageResult,
     Job,
-    JobEvent,
     JobState,
     sources_of,
 )
+from core.records import (
+    Failure,
+    IncomingResult,
+    ResultOutcome,
+    StoreObserver,
+    Transition,
+    request_fingerprint,
+    to_micros,
+    utcnow,
+)
+from core.rows import (
+    events_of,
+    images_of,
+    insert_ignoring_duplicates,
+    job_from_row,
+    translated_errors,
+)
 from core.tables import events, jobs, make_engine, results
 
-MICROS = Decimal(1_000_000)
 _ACTIVE = (JobState.SUBMITTING, JobState.SUBMITTED)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def to_micros(usd: Decimal | float | None) -> int | None:
-    if usd is None:
-        return None
-    return int((Decimal(str(usd)) * MICROS).to_integral_value())
-
-
-def from_micros(micros: int | None) -> Decimal | None:
-    return None if micros is None else Decimal(micros) / MICROS
-
-
-class ResultOutcome(StrEnum):
-    """What recording one result did; also the webhook metric's outcome label."""
-
-    ACCEPTED = "accepted"
-    DUPLICATE = "duplicate"
-    LATE = "late"
-    UNKNOWN_TASK = "unknown_task"
-
-
-@dataclass(frozen=True)
-class IncomingResult:
-    """One image result from Runware, however it arrived (webhook, poll)."""
-
-    task_uuid: str
-    image_uuid: str
-    image_url: str | None
-    image_data: str | None
-    seed: int | None
-    cost_usd: Decimal | None
-    nsfw: bool | None
-
-
-@dataclass(frozen=True)
-class Failure:
-    """Why a job failed, in the fields an operator and an alert need."""
-
-    reason: str
-    message: str
-    code: str | None = None
-    parameter: str | None = None
-
-
-@dataclass(frozen=True)
-class Transition:
-    """A committed state change, with the timestamps the stage latencies come from."""
-
-    job: Job
-    from_state: JobState | None
-    to_state: JobState
-
-
-class StoreObserver(Protocol):
-    """Told about every committed change; metrics hang here, outside business logic."""
-
-    def transitioned(self, transition: Transition) -> None: ...
-
-    def result_recorded(
-        self, outcome: ResultOutcome, cost_usd: Decimal | None, source: str
-    ) -> None: ...
-
-
-def request_fingerprint(params: dict[str, Any]) -> str:
-    return hashlib.sha256(orjson.dumps(params, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 class JobStore:
@@ -119,12 +57,12 @@ class JobStore:
     @contextmanager
     def _begin(self) -> Iterator[Connection]:
         """A transaction; losing the database surfaces as StoreUnavailable."""
-        with _translated_errors(), self.engine.begin() as conn:
+        with translated_errors(), self.engine.begin() as conn:
             yield conn
 
     @contextmanager
     def _connect(self) -> Iterator[Connection]:
-        with _translated_errors(), self.engine.connect() as conn:
+        with translated_errors(), self.engine.connect() as conn:
             yield conn
 
     def _notify(self, transition: Transition) -> None:
@@ -207,9 +145,9 @@ class JobStore:
             row = conn.execute(query).first()
             if row is None:
                 raise JobNotFound(job_id)
-            images = self._images(conn, job_id)
-            history = self._events(conn, job_id) if details else []
-        return _job_from(row, images, history)
+            images = images_of(conn, job_id)
+            history = events_of(conn, job_id) if details else []
+        return job_from_row(row, images, history)
 
     def job_id_for_task(self, task_uuid: str) -> str | None:
         with self._connect() as conn:
@@ -231,7 +169,7 @@ class JobStore:
 
     def _jobs(self, query: Any) -> list[Job]:
         with self._connect() as conn:
-            return [_job_from(row, [], []) for row in conn.execute(query).all()]
+            return [job_from_row(row, [], []) for row in conn.execute(query).all()]
 
     def count_by_state(self) -> dict[str, int]:
         with self._connect() as conn:
@@ -275,7 +213,7 @@ class JobStore:
                 {"attempt": row.attempts},
                 now,
             )
-        job = _job_from(row, [], [])
+        job = job_from_row(row, [], [])
         self._notify(Transition(job, previous, JobState.SUBMITTING))
         return job
 
@@ -345,7 +283,7 @@ class JobStore:
             if row is None:
                 return False
             self._event(conn, job_id, kind, JobState(before), target, detail, now)
-        self._notify(Transition(_job_from(row, [], []), JobState(before), target))
+        self._notify(Transition(job_from_row(row, [], []), JobState(before), target))
         return True
 
     # -- results --------------------------------------------------------------------------
@@ -371,7 +309,7 @@ class JobStore:
             completed: Job | None = None
             late = JobState(job.state) in TERMINAL_STATES
             inserted = conn.execute(
-                _insert_ignoring_duplicates(conn)
+                insert_ignoring_duplicates(conn)
                 .values(
                     task_uuid=result.task_uuid,
                     image_uuid=result.image_uuid,
@@ -429,7 +367,7 @@ class JobStore:
             {"images": row.images_received, "source": source},
             now,
         )
-        return _job_from(row, [], [])
+        return job_from_row(row, [], [])
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -453,73 +391,3 @@ class JobStore:
                 detail=detail,
             )
         )
-
-    def _images(self, conn: Connection, job_id: str) -> list[ImageResult]:
-        rows = conn.execute(
-            select(results).where(results.c.job_id == job_id).order_by(results.c.received_at)
-        ).all()
-        return [
-            ImageResult(
-                image_uuid=r.image_uuid,
-                image_url=r.image_url,
-                seed=r.seed,
-                cost_usd=from_micros(r.cost_micros),
-                nsfw=r.nsfw,
-                source=r.source,
-                late=r.late,
-                received_at=r.received_at,
-                has_inline_data=r.image_data is not None,
-            )
-            for r in rows
-        ]
-
-    def _events(self, conn: Connection, job_id: str) -> list[JobEvent]:
-        rows = conn.execute(
-            select(events).where(events.c.job_id == job_id).order_by(events.c.id)
-        ).all()
-        return [JobEvent(r.at, r.kind, r.from_state, r.to_state, r.detail) for r in rows]
-
-
-@contextmanager
-def _translated_errors() -> Iterator[None]:
-    try:
-        yield
-    except (OperationalError, InterfaceError) as exc:
-        # the driver's text may carry connection details; the type is enough to act on
-        cause = type(exc.orig or exc).__name__
-        raise StoreUnavailable(f"the job store cannot be reached ({cause})") from exc
-
-
-def _insert_ignoring_duplicates(conn: Connection) -> Any:
-    dialect_insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    return dialect_insert(results).on_conflict_do_nothing(
-        index_elements=["task_uuid", "image_uuid"]
-    )
-
-
-def _job_from(row: Row[Any], images: Iterable[ImageResult], history: list[JobEvent]) -> Job:
-    return Job(
-        id=row.id,
-        task_uuid=row.task_uuid,
-        tenant=row.tenant,
-        state=JobState(row.state),
-        request=row.request,
-        number_results=row.number_results,
-        images_received=row.images_received,
-        cost_usd=from_micros(row.cost_micros) or Decimal(0),
-        attempts=row.attempts,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        deadline_at=row.deadline_at,
-        claimed_at=row.claimed_at,
-        submitted_at=row.submitted_at,
-        finished_at=row.finished_at,
-        idempotency_key=row.idempotency_key,
-        failure_reason=row.failure_reason,
-        failure_code=row.failure_code,
-        failure_message=row.failure_message,
-        failure_parameter=row.failure_parameter,
-        retry_of=row.retry_of,
-        images=list(images),
-        events=history,
-    )

@@ -18,9 +18,10 @@ from pydantic.alias_generators import to_camel
 from sqlalchemy import Engine, func, select
 
 from core.logs import configure_logging
+from core.records import from_micros
 from core.request_schema import MODEL_ID
 from core.settings import get_settings
-from core.store import JobStore, from_micros
+from core.store import JobStore
 from core.tables import jobs, results
 from producers.auth import Caller, caller
 

@@ -17,8 +17,9 @@ from prometheus_client import start_http_server
 
 from core import metrics
 from core.jobs import Job, JobState
+from core.records import ResultOutcome, StoreObserver, Transition
 from core.request_schema import MODEL_ID
-from core.store import JobStore, ResultOutcome, StoreObserver, Transition
+from core.store import JobStore
 
 log = structlog.get_logger("fluxfarm.jobs")
 

@@ -11,7 +11,7 @@ import structlog
 from core.broker import REAP_TASK
 from core.errors import ProviderError, WebhookRejected
 from core.jobs import FailureReason, Job, JobState
-from core.store import Failure, utcnow
+from core.records import Failure, utcnow
 from worker.app import app
 from worker.context import ProcessContext, process_context
 from worker.results import parse_body, record

@@ -11,7 +11,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from core.errors import WebhookRejected
-from core.store import Failure, IncomingResult, JobStore, ResultOutcome
+from core.records import Failure, IncomingResult, ResultOutcome
+from core.store import JobStore
 from worker.runware import reason_for_code
 
 _IMAGE_FIELDS = ("imageURL", "imageBase64Data", "imageDataURI")

@@ -13,7 +13,7 @@ import structlog
 from core.broker import SUBMIT_QUEUE, SUBMIT_TASK
 from core.errors import PermanentProviderError, TransientProviderError
 from core.jobs import FailureReason, Job, JobState
-from core.store import Failure, utcnow
+from core.records import Failure, utcnow
 from worker import instrumentation
 from worker.app import app
 from worker.context import ProcessContext, process_context

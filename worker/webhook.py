@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from core import metrics
 from core.errors import WebhookRejected
-from core.store import ResultOutcome
+from core.records import ResultOutcome
 from worker import instrumentation
 from worker.context import ProcessContext
 from worker.results import parse_body, record

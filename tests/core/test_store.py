@@ -16,7 +16,8 @@ from sqlalchemy import func, inspect, select
 from core.errors import IdempotencyConflict, JobNotFound
 from core.jobs import Job, JobState
 from core.migrate import upgrade
-from core.store import Failure, IncomingResult, JobStore, ResultOutcome
+from core.records import Failure, IncomingResult, ResultOutcome
+from core.store import JobStore
 from core.tables import events, jobs, make_engine, results
 from tests.core.conftest import Clock
 

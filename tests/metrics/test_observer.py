@@ -13,8 +13,9 @@ from prometheus_client import CollectorRegistry
 from core.jobs import FailureReason, JobState
 from core.metrics import FarmMetrics, FarmState, FarmStateCollector
 from core.migrate import upgrade
+from core.records import Failure, IncomingResult
 from core.settings import Settings
-from core.store import Failure, IncomingResult, JobStore
+from core.store import JobStore
 from producers import spend
 from worker.instrumentation import MetricsObserver
 

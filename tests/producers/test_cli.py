@@ -14,8 +14,9 @@ from structlog.typing import EventDict
 
 from core.broker import SUBMIT_TASK
 from core.jobs import JobState
+from core.records import Failure, IncomingResult
 from core.settings import Settings, get_settings
-from core.store import Failure, IncomingResult, JobStore
+from core.store import JobStore
 from producers import cli
 
 Run = Any

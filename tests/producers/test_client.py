@@ -12,9 +12,9 @@ from structlog.typing import EventDict
 from core.broker import SUBMIT_TASK
 from core.errors import IdempotencyConflict, JobNotFound, RequestInvalid, WaitTimedOut
 from core.jobs import JobState
+from core.records import Failure
 from core.request_schema import parse_request
 from core.settings import Settings
-from core.store import Failure
 from producers.client import FluxfarmClient
 
 

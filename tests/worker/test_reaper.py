@@ -18,8 +18,9 @@ import pytest
 from core.broker import SUBMIT_QUEUE, SUBMIT_TASK
 from core.jobs import Job, JobState
 from core.migrate import upgrade
+from core.records import IncomingResult
 from core.settings import Settings
-from core.store import IncomingResult, JobStore
+from core.store import JobStore
 from core.tables import make_engine
 from simulator.settings import SimulatorSettings
 from simulator.testing import SimulatorHandle, running_simulator
