@@ -3,6 +3,8 @@
 Runware lists only "1k: $0.03"; the estimate follows Black Forest Labs' pass-through price
 (runware-api.md §6.4): 3 cents for the first output megapixel, 1.5 cents for each further
 output megapixel and for each reference megapixel, every megapixel count rounded up.
+A megapixel is taken as 1024 x 1024 pixels, so that "1k" (1024 x 1024) costs the listed
+$0.03; with 10^6 it would cost $0.045. Both readings give the seed's example prices.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from decimal import ROUND_CEILING, Decimal
 
 FIRST_MEGAPIXEL_USD = Decimal("0.03")
 EXTRA_MEGAPIXEL_USD = Decimal("0.015")
-PIXELS_PER_MEGAPIXEL = Decimal(1_000_000)
+PIXELS_PER_MEGAPIXEL = Decimal(1024 * 1024)
 
 
 def megapixels(width: int, height: int) -> int:
