@@ -24,7 +24,7 @@ from core.errors import (
 from core.request_schema import GenerationRequest, parse_request
 from producers.auth import Caller, caller, client_for, writer
 from producers.client import DEADLINE_MAX_S, IDEMPOTENCY_KEY_MAX, FluxfarmClient
-from producers.views import ErrorBody, JobView
+from producers.views import GUARDED_RESPONSES, ErrorBody, JobView
 
 # pydantic's error types for the envelope fields, in the rule names core's schema uses
 _ENVELOPE_RULES = {
@@ -69,25 +69,12 @@ Reader = Annotated[FluxfarmClient, Depends(_reader)]
 Writer = Annotated[FluxfarmClient, Depends(_writer)]
 
 
-def _refused(description: str) -> dict[str, Any]:
-    return {"model": ErrorBody, "description": description}
-
-
-# refusals any route may give before its handler runs (fluxfarm.limits, producers.auth)
-_GUARDED: dict[int | str, dict[str, Any]] = {
-    status.HTTP_400_BAD_REQUEST: _refused("The body is not JSON or nests too deeply."),
-    status.HTTP_401_UNAUTHORIZED: _refused("No bearer token, or an unknown or revoked one."),
-    status.HTTP_403_FORBIDDEN: _refused("The token may not do this (read-only)."),
-    status.HTTP_408_REQUEST_TIMEOUT: _refused("The body took too long to arrive."),
-    status.HTTP_413_CONTENT_TOO_LARGE: _refused("The body is over the size limit."),
-    status.HTTP_429_TOO_MANY_REQUESTS: _refused("Over the request rate; see Retry-After."),
-}
 _INVALID: dict[int | str, dict[str, Any]] = {
     status.HTTP_422_UNPROCESSABLE_CONTENT: {
         "model": ErrorBody,
         "description": "Every broken rule of the request, together.",
     },
-    **_GUARDED,
+    **GUARDED_RESPONSES,
 }
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     status.HTTP_404_NOT_FOUND: {"model": ErrorBody, "description": "No such job for this tenant."},

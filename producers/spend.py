@@ -24,6 +24,7 @@ from core.settings import get_settings
 from core.store import JobStore
 from core.tables import jobs, results
 from producers.auth import Caller, caller
+from producers.views import GUARDED_RESPONSES, refusal
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 3660
@@ -88,7 +89,9 @@ def build_router() -> APIRouter:
     """GET /v1/spend: the calling tenant's spend; the app provides `app.state.client`."""
     router = APIRouter(prefix="/v1/spend", tags=["spend"])
 
-    @router.get("", response_model=SpendReport, response_model_by_alias=True)
+    responses = {422: refusal("`days` is out of range."), **GUARDED_RESPONSES}
+
+    @router.get("", response_model=SpendReport, response_model_by_alias=True, responses=responses)
     def get_spend(
         request: Request,
         who: Annotated[Caller, Depends(caller)],

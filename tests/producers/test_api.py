@@ -184,6 +184,7 @@ def test_openapi_schema_documents_the_routes_and_error_bodies(http: TestClient) 
         "408",
         "413",
         "429",
+        "503",
     }
     error_ref = submit["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]
     assert error_ref.endswith("/ErrorBody")
