@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from fluxfarm import demo
+from fluxfarm import bench, demo
 from producers.cli import add_commands
 
 # against slow and greedy clients (fluxfarm.limits caps the job API's bodies and rate)
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_commands(subparsers)
     demo.add_command(subparsers)
+    bench.add_command(subparsers)
     web = subparsers.add_parser("web", help="serve the job API, webhooks and health")
     web.add_argument("--host", default="127.0.0.1")
     web.add_argument("--port", type=int, default=8000)

@@ -178,7 +178,12 @@ class Farm:
         return path
 
     def start_worker(
-        self, name: str = "worker", concurrency: int = 2, pool: str = "prefork"
+        self,
+        name: str = "worker",
+        concurrency: int = 2,
+        pool: str = "prefork",
+        app: str = "worker.app",
+        queues: tuple[str, ...] = (),
     ) -> Child:
         metrics_port = free_port()
         child = self.spawn(
@@ -188,8 +193,9 @@ class Farm:
                 "-m",
                 "celery",
                 "-A",
-                "worker.app",
+                app,
                 "worker",
+                *(["--queues", ",".join(queues)] if queues else []),
                 "--loglevel",
                 "INFO",
                 "--pool",

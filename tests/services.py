@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import psycopg
 import redis
 from kombu import Connection
 
 from core.broker import SUBMIT_QUEUE
-from core.migrate import upgrade
+from fluxfarm import services
 
 POSTGRES_URL = os.environ.get(
     "FLUXFARM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -24,17 +22,8 @@ AMQP_URL = os.environ.get("FLUXFARM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.
 @contextmanager
 def fresh_postgres_database() -> Iterator[str]:
     """A migrated, throwaway database on the test PostgreSQL server; dropped afterwards."""
-    admin = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
-    name = f"fluxfarm_t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        upgrade(url)
+    with services.fresh_postgres_database(POSTGRES_URL) as url:
         yield url
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def empty_redis() -> str:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis
 from _pytest.terminal import TerminalReporter
 
 from core.settings import Settings
-from fluxfarm.processes import Child, Farm, free_port
+from fluxfarm.processes import Farm
+from fluxfarm.services import PrivateRedis
 from tests.integration.chaos.harness import ChaosResult
 from tests.services import empty_rabbitmq, fresh_postgres_database
 
@@ -35,54 +32,10 @@ def postgres() -> Iterator[str]:
         yield url
 
 
-@dataclass
-class PrivateRedis:
-    """A Redis of the test's own (no persistence): restarting it disturbs nobody else."""
-
-    servers: Farm
-    port: int
-    argv: list[str]
-    server: Child | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.server = self.servers.spawn("redis", self.argv)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(redis.ConnectionError):
-                redis.Redis(port=self.port).ping()
-                return
-            time.sleep(0.05)
-        raise RuntimeError("private redis did not start")
-
-    def restart(self) -> None:
-        if self.server is not None:
-            self.servers.kill(self.server)
-        time.sleep(3)
-        self.start()
-
-
 @pytest.fixture
 def redis_broker(tmp_path: Path) -> Iterator[PrivateRedis]:
-    port = free_port()
-    argv = [
-        "redis-server",
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(tmp_path),
-    ]
     with Farm(Settings(data_dir=tmp_path), log_dir=tmp_path / "redis-logs") as servers:
-        private = PrivateRedis(servers, port, argv)
+        private = PrivateRedis.on_free_port(servers, tmp_path)
         private.start()
         yield private
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fluxfarm.processes import Child
-from tests.integration.chaos.conftest import PrivateRedis
+from fluxfarm.services import PrivateRedis
 from tests.integration.chaos.harness import (
     ChaosFarm,
     ChaosResult,
