@@ -18,12 +18,14 @@ from core.settings import Settings
 
 _SECRET_FIELDS = re.compile(r"(api_?key|secret|token|password|authorization)", re.IGNORECASE)
 _TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"']+")
+# job API tokens (core.api_tokens) are recognisable by their prefix wherever they appear
+_API_TOKEN = re.compile(r"(ffk_)[A-Za-z0-9_\-]+")
 MASK = "[redacted]"
 
 
 def scrub(text: str) -> str:
-    """A string with any webhook token removed from the URLs in it."""
-    return _TOKEN_IN_URL.sub(r"\1" + MASK, text)
+    """A string with webhook tokens (in URLs) and job API tokens removed."""
+    return _API_TOKEN.sub(r"\1" + MASK, _TOKEN_IN_URL.sub(r"\1" + MASK, text))
 
 
 def _masked(key: str, value: Any) -> Any:
@@ -65,7 +67,9 @@ def configure_logging(settings: Settings, process: str) -> None:
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        # not cached: a logger made before configuration (at import) must follow it, and
+        # tests capture logs by reconfiguring
+        cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(

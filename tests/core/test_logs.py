@@ -68,6 +68,14 @@ def test_token_query_strings_are_scrubbed_from_every_string_field(
     assert line["event"] == f"posting to http://127.0.0.1:8000/webhooks/runware/T-1?token={MASK}"
 
 
+def test_job_api_tokens_are_scrubbed_wherever_they_appear(output: io.StringIO) -> None:
+    api_token = "ffk_" + "Zx9-_q" * 7
+    structlog.get_logger("t").warning(f"refused {api_token}", header=f"Bearer {api_token}")
+    [line] = lines(output)
+    assert api_token not in json.dumps(line)
+    assert line["header"] == f"Bearer ffk_{MASK}"
+
+
 @pytest.mark.parametrize(
     "name", ["api_key", "apiKey", "webhook_secret", "token", "password", "Authorization"]
 )
