@@ -12,6 +12,7 @@ by `FarmStateCollector` and are exposed by `web` only.
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -119,6 +120,15 @@ def configure(settings: Settings) -> None:
     # prometheus_client finds its directory in the environment only, in every child too
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(settings.metrics_dir.resolve())
     values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+
+
+def start_group(settings: Settings) -> None:
+    """Empty and use the group's directory; called once by the process that forks the rest
+    (`fluxfarm web`, a `celery worker`'s main process), since files of an earlier run
+    would be summed into this one's counters."""
+    if settings.metrics_dir is not None:
+        shutil.rmtree(settings.metrics_dir, ignore_errors=True)
+    configure(settings)
 
 
 def _multiprocess_dir() -> str | None:

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from core import metrics
+from core.settings import get_settings
 from fluxfarm import bench, demo
 from producers.cli import add_commands
 
@@ -20,6 +22,7 @@ def _serve_web(args: argparse.Namespace) -> int:
 
     # the app decides between open and token-only by the address it is served on
     os.environ["FLUXFARM_BIND_HOST"] = args.host
+    metrics.start_group(get_settings())
     uvicorn.run(
         "fluxfarm.web:create_app",
         factory=True,

@@ -38,7 +38,7 @@ def _configure_logging(**_: Any) -> None:
 @worker_init.connect
 def _start_metrics(**_: Any) -> None:
     # before the pool forks, so every child writes to the group's multiprocess directory
-    metrics.configure(settings)
+    metrics.start_group(settings)
     instrument(process_context().store)
     if settings.worker_metrics_port is not None:
         serve_worker_metrics(settings.worker_metrics_port)
