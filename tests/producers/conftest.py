@@ -17,19 +17,6 @@ from core.migrate import upgrade
 from core.settings import Settings
 from producers.client import FluxfarmClient
 
-HERE = Path(__file__).parent
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # kombu's SQL transport (the embedded broker) maps with a loader strategy that
-    # SQLAlchemy 2.1 deprecates; that is kombu's to fix, not a failure of ours
-    deprecated_noload = pytest.mark.filterwarnings(
-        "ignore:The ``noload`` loader strategy is deprecated:DeprecationWarning"
-    )
-    for item in items:
-        if item.path.is_relative_to(HERE):
-            item.add_marker(deprecated_noload)
-
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:

@@ -31,7 +31,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from fastapi.testclient import TestClient
 
-HERE = Path(__file__).parent
 SECRET = "security-suite-secret"
 PREVIOUS_SECRET = "security-suite-previous-secret"
 PARAMS = {"positivePrompt": "a lighthouse", "width": 256, "height": 256}
@@ -45,16 +44,6 @@ settings.register_profile(
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # the embedded broker's kombu SQL transport uses a loader SQLAlchemy deprecates
-    deprecated_noload = pytest.mark.filterwarnings(
-        "ignore:The ``noload`` loader strategy is deprecated:DeprecationWarning"
-    )
-    for item in items:
-        if item.path.is_relative_to(HERE):
-            item.add_marker(deprecated_noload)
 
 
 @dataclass
