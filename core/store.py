@@ -114,7 +114,8 @@ class JobStore:
         }
         try:
             with self._begin() as conn:
-                conn.execute(insert(jobs).values(row))
+                # RETURNING hands back the row as committed: no second read to build the job
+                created = conn.execute(insert(jobs).values(row).returning(*jobs.c)).one()
                 self._event(conn, job_id, "created", None, JobState.QUEUED, {}, now)
         except IntegrityError:
             if idempotency_key is None:
@@ -123,7 +124,7 @@ class JobStore:
             if existing.request_hash != fingerprint:
                 raise IdempotencyConflict(idempotency_key, existing.id) from None
             return self.get(existing.id), False
-        job = self.get(job_id)
+        job = job_from_row(created, [], [])
         self._notify(Transition(job, None, JobState.QUEUED))
         return job, True
 
@@ -267,11 +268,17 @@ class JobStore:
         now = self._clock()
         allowed = [s.value for s in sources_of(target)]
         with self._begin() as conn:
-            before = conn.execute(
-                select(jobs.c.state)
-                .where(jobs.c.id == job_id, jobs.c.state.in_(allowed))
-                .with_for_update()
-            ).scalar()
+            # with a single source state the UPDATE's own WHERE is the whole compare-and-set
+            # and its row lock suffices: one round trip instead of a locking read first
+            before = (
+                allowed[0]
+                if len(allowed) == 1
+                else conn.execute(
+                    select(jobs.c.state)
+                    .where(jobs.c.id == job_id, jobs.c.state.in_(allowed))
+                    .with_for_update()
+                ).scalar()
+            )
             if before is None:
                 return False
             row = conn.execute(
