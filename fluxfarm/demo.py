@@ -25,6 +25,7 @@ from fluxfarm.processes import Farm, free_port
 from producers.client import FluxfarmClient
 
 SIMULATOR_KEY = "sim-key"
+DEMO_MARKER = ".fluxfarm-demo"
 _PROMPTS = [
     "A vast sunken library atrium beneath clear seawater, shafts of sunlight, drifting kelp",
     "A monumental cathedral of white salt on a dried lakebed at sunrise, pilgrims for scale",
@@ -81,11 +82,32 @@ class Outcome:
 
 
 def run(args: argparse.Namespace) -> int:
+    """The demo; Ctrl-C stops every child process and exits 130."""
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: every farm process was stopped", file=sys.stderr)
+        return 130
+
+
+def _fresh_data_dir(data_dir: Path) -> None:
+    """Start from an empty directory, removing only one an earlier demo made."""
+    marker = data_dir / DEMO_MARKER
+    if data_dir.exists() and any(data_dir.iterdir()):
+        if not marker.exists():
+            raise SystemExit(
+                f"{data_dir} is not empty and was not made by the demo; not touching it"
+            )
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+
+
+def _run(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir.resolve()
     # the demo's own screen is the progress bar and the table; the farm's logs go to files
     configure_logging(Settings(log_level="WARNING"), "demo")
-    if data_dir.exists():
-        shutil.rmtree(data_dir)
+    _fresh_data_dir(data_dir)
     web_port = free_port()
     bootstrap = Settings(data_dir=data_dir)
     with Farm(bootstrap, log_dir=data_dir / "logs") as farm:
