@@ -108,5 +108,6 @@ class Job:
     failure_message: str | None = None
     failure_parameter: str | None = None
     retry_of: str | None = None
+    estimate_usd: Decimal = Decimal(0)
     images: list[ImageResult] = field(default_factory=list)
     events: list[JobEvent] = field(default_factory=list)

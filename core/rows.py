@@ -85,6 +85,7 @@ def job_from_row(row: Row[Any], images: Iterable[ImageResult], history: list[Job
         failure_message=row.failure_message,
         failure_parameter=row.failure_parameter,
         retry_of=row.retry_of,
+        estimate_usd=from_micros(row.estimate_micros) or Decimal(0),
         images=list(images),
         events=history,
     )

@@ -111,6 +111,11 @@ class Settings(BaseSettings):
     spend_alert_usd_per_hour: float = Field(
         50.0, ge=0, description="Hourly spend above which the spend alert fires."
     )
+    enforce_daily_budget: bool = Field(
+        False,
+        description="Fail jobs (reason quota) instead of submitting them once today's "
+        "committed spend plus their estimate would pass spend_daily_budget_usd.",
+    )
     spend_daily_budget_usd: float = Field(
         1000.0, ge=0, description="Daily budget the budget alert warns about nearing."
     )

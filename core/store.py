@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,14 @@ from core.jobs import (
     JobState,
     sources_of,
 )
+from core.pricing import estimate_usd
 from core.records import (
     Failure,
     IncomingResult,
     ResultOutcome,
     StoreObserver,
     Transition,
+    from_micros,
     request_fingerprint,
     to_micros,
     utcnow,
@@ -106,6 +109,7 @@ class JobStore:
             "number_results": int(params.get("numberResults", 1)),
             "images_received": 0,
             "cost_micros": 0,
+            "estimate_micros": to_micros(estimate_usd(params)),
             "attempts": 0,
             "created_at": now,
             "updated_at": now,
@@ -171,6 +175,21 @@ class JobStore:
     def _jobs(self, query: Any) -> list[Job]:
         with self._connect() as conn:
             return [job_from_row(row, [], []) for row in conn.execute(query).all()]
+
+    def committed_spend_since(self, since: datetime) -> Decimal:
+        """What jobs claimed since `since` have cost, or are expected to cost while in flight.
+
+        An in-flight job counts at the larger of its estimate and what it has cost so far;
+        a finished one at its reported cost, which Runware billed.
+        """
+        in_flight = jobs.c.state.in_([s.value for s in _ACTIVE])
+        committed = case(
+            (in_flight & (jobs.c.estimate_micros > jobs.c.cost_micros), jobs.c.estimate_micros),
+            else_=jobs.c.cost_micros,
+        )
+        query = select(func.coalesce(func.sum(committed), 0)).where(jobs.c.claimed_at >= since)
+        with self._connect() as conn:
+            return from_micros(int(conn.execute(query).scalar_one())) or Decimal(0)
 
     def count_by_state(self) -> dict[str, int]:
         with self._connect() as conn:

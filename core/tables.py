@@ -63,6 +63,8 @@ jobs = Table(
     Column("images_received", Integer, nullable=False, default=0),
     # micro-dollars: exact sums on both backends without Decimal columns
     Column("cost_micros", BigInteger, nullable=False, default=0),
+    # what the job is expected to cost (core.pricing), reserved against the daily budget
+    Column("estimate_micros", BigInteger, nullable=False, server_default="0"),
     Column("attempts", Integer, nullable=False, default=0),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
@@ -77,6 +79,7 @@ jobs = Table(
     Column("retry_of", String(36), ForeignKey("jobs.id")),
     UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
     Index("ix_jobs_state_updated_at", "state", "updated_at"),
+    Index("ix_jobs_claimed_at", "claimed_at"),
 )
 
 results = Table(

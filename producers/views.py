@@ -91,6 +91,9 @@ class JobView(_View):
     number_results: int
     images_received: int
     cost_usd: str = Field(description="Exact decimal US dollars reported by Runware so far.")
+    estimated_cost_usd: str = Field(
+        description="What the job was expected to cost when queued (reserved against a budget)."
+    )
     attempts: int = Field(description="Submit attempts made so far.")
     created_at: datetime
     updated_at: datetime
@@ -124,6 +127,7 @@ class JobView(_View):
             number_results=job.number_results,
             images_received=job.images_received,
             cost_usd=_usd(job.cost_usd),
+            estimated_cost_usd=_usd(job.estimate_usd),
             attempts=job.attempts,
             created_at=job.created_at,
             updated_at=job.updated_at,

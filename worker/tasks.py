@@ -6,6 +6,7 @@ import os
 import random
 import signal
 import time
+from decimal import Decimal
 from typing import Any
 
 import structlog
@@ -49,6 +50,12 @@ def _submit_claimed(context: ProcessContext, job: Job) -> None:
     if utcnow() >= job.deadline_at:
         _fail(context, job, Failure(FailureReason.TIMEOUT, "deadline passed before submission"))
         return
+    # only a first attempt is held to the budget: a retry resends a task Runware may
+    # already have accepted, at no further cost
+    if settings.enforce_daily_budget and job.attempts == 1 and _over_budget(context):
+        message = f"the daily budget of ${settings.spend_daily_budget_usd:g} would be passed"
+        _fail(context, job, Failure(FailureReason.QUOTA, message, code="dailyBudgetExceeded"))
+        return
     url = webhook_url(settings.public_base_url, job.task_uuid, context.webhook_secrets[0])
     crash_point(context, "after_claim")
     started = time.perf_counter()
@@ -67,6 +74,18 @@ def _submit_claimed(context: ProcessContext, job: Job) -> None:
         record(context.store, parse_body({"data": acknowledged}), "ack")
     context.store.mark_submitted(job.id, {"attempt": job.attempts, "duration_ms": duration_ms})
     log.info("job.submitted", status="submitted", attempt=job.attempts, duration_ms=duration_ms)
+
+
+def _over_budget(context: ProcessContext) -> bool:
+    """Whether today's committed spend, this claimed job's estimate included, is too much.
+
+    Claims are committed before this check, so two jobs checked at once each see the
+    other: near the cap both may fail, but the budget is never passed on estimates.
+    """
+    now = utcnow()
+    day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    committed = context.store.committed_spend_since(day_start)
+    return committed > Decimal(str(context.settings.spend_daily_budget_usd))
 
 
 def _retry_or_fail(context: ProcessContext, job: Job, exc: TransientProviderError) -> None:

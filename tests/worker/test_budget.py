@@ -1,0 +1,114 @@
+"""The daily budget: a job whose estimate would pass it is failed (reason quota) instead of
+submitted, against a real store and the simulator as Runware."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from core.jobs import JobState
+from core.migrate import upgrade
+from core.settings import Settings
+from simulator.testing import SimulatorHandle, running_simulator
+from worker.context import ProcessContext
+
+# 1536 x 1024 is 1.5 megapixels, rounded up to 2: $0.045 a job, as in the seed's example
+FAR_PAST = datetime(2000, 1, 1, tzinfo=UTC)
+FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+PARAMS: dict[str, Any] = {"positivePrompt": "a salt cathedral", "width": 1536, "height": 1024}
+
+
+@pytest.fixture
+def sim() -> Iterator[SimulatorHandle]:
+    with running_simulator() as handle:
+        yield handle
+
+
+@pytest.fixture
+def contexts(tmp_path: Path, sim: SimulatorHandle) -> Iterator[Callable[[bool], ProcessContext]]:
+    made: list[ProcessContext] = []
+
+    def make(enforce: bool) -> ProcessContext:
+        settings = Settings(
+            data_dir=tmp_path,
+            runware_url=sim.api_url,
+            runware_api_key="sim-key",
+            webhook_secret="budget-secret",
+            enforce_daily_budget=enforce,
+            spend_daily_budget_usd=0.10,
+        )
+        upgrade(settings.resolved_database_url())
+        made.append(ProcessContext(settings))
+        return made[-1]
+
+    yield make
+    for context in made:
+        context.runware.close()
+        context.store.engine.dispose()
+
+
+def _submit_all(
+    worker_app: ModuleType, context: ProcessContext, monkeypatch: pytest.MonkeyPatch, count: int
+) -> list[JobState]:
+    from worker import tasks  # noqa: PLC0415 -- imported after worker.app is set up
+
+    monkeypatch.setattr(tasks, "process_context", lambda: context)
+    job_ids = [
+        context.store.create_job(PARAMS, tenant="acme", deadline_s=600)[0].id for _ in range(count)
+    ]
+    for job_id in job_ids:
+        tasks.submit(job_id, 0)
+    return [context.store.get(job_id).state for job_id in job_ids]
+
+
+def test_a_job_that_would_pass_the_budget_fails_with_reason_quota_unsubmitted(
+    contexts: Callable[[bool], ProcessContext],
+    sim: SimulatorHandle,
+    worker_app: ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    context = contexts(True)
+
+    states = _submit_all(worker_app, context, monkeypatch, 3)
+
+    assert states[:2] == [JobState.SUBMITTED, JobState.SUBMITTED]
+    assert states[2] is JobState.FAILED
+    refused = context.store.stale_jobs(JobState.FAILED, updated_before=FAR_FUTURE)
+    assert [(j.failure_reason, j.failure_code) for j in refused] == [
+        ("quota", "dailyBudgetExceeded")
+    ]
+    assert sim.stats()["tasks_accepted"] == 2
+
+
+def test_without_enforcement_the_budget_only_informs(
+    contexts: Callable[[bool], ProcessContext],
+    sim: SimulatorHandle,
+    worker_app: ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    context = contexts(False)
+
+    states = _submit_all(worker_app, context, monkeypatch, 3)
+
+    assert states == [JobState.SUBMITTED] * 3
+    assert sim.stats()["tasks_accepted"] == 3
+
+
+def test_committed_spend_counts_in_flight_jobs_at_their_estimate(
+    contexts: Callable[[bool], ProcessContext],
+    sim: SimulatorHandle,
+    worker_app: ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    context = contexts(True)
+    _submit_all(worker_app, context, monkeypatch, 2)
+
+    committed = context.store.committed_spend_since(FAR_PAST)
+
+    assert committed == Decimal("0.090")
