@@ -133,8 +133,8 @@ class GenerationRequest(_RunwareShape):
         return self
 
     def runware_params(self) -> dict[str, Any]:
-        """The caller's parameters in Runware's wire form, defaults left out."""
-        return self.model_dump(by_alias=True, exclude_unset=True, mode="json")
+        """The caller's parameters in Runware's wire form; defaults and nulls left out."""
+        return self.model_dump(by_alias=True, exclude_unset=True, exclude_none=True, mode="json")
 
     def fingerprint(self) -> str:
         """Equal for requests that mean the same, whether or not defaults were spelled out."""

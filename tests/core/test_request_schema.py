@@ -341,3 +341,8 @@ SEED_EXAMPLES = [
 @pytest.mark.parametrize("example", SEED_EXAMPLES, ids=["orchid", "library", "harbor", "salt"])
 def test_seed_page_examples_are_accepted_and_round_trip(example: dict[str, Any]) -> None:
     assert parse_request(example).runware_params() == example
+
+
+def test_fields_sent_as_null_are_left_out_of_the_wire_form() -> None:
+    parsed = parse_request({"positivePrompt": PROMPT, "width": None, "height": None, "seed": None})
+    assert parsed.runware_params() == {"positivePrompt": PROMPT}
