@@ -28,14 +28,13 @@ from sqlalchemy import func, select
 
 from core.broker import SUBMIT_QUEUE, celery_config
 from core.jobs import TERMINAL_STATES, JobState
-from core.migrate import upgrade
 from core.request_schema import parse_request
 from core.settings import Settings
 from core.store import JobStore
 from core.tables import events, jobs
 from fluxfarm import bench_blocking, bench_noop
 from fluxfarm.bench_procs import Usage, tree_usage
-from fluxfarm.processes import Child, Farm, free_port
+from fluxfarm.processes import Child, Farm, start_pipeline
 from fluxfarm.services import PrivateRedis, fresh_postgres_database
 from producers.client import FluxfarmClient
 
@@ -148,24 +147,17 @@ def run_broker(broker: str, config: BenchConfig) -> BrokerResult:
         )
         if broker == "rabbitmq":
             _purge_rabbitmq(config.amqp_url)
-        simulator_url = farm.start_simulator(
-            "--api-keys", SIMULATOR_KEY, "--fast-images", "--max-tasks-per-request", "100"
-        )
-        web_port = free_port()
-        settings = Settings(
-            data_dir=data_dir,
+        pipeline = start_pipeline(
+            farm,
+            api_key=SIMULATOR_KEY,
+            simulator_flags=("--fast-images", "--max-tasks-per-request", "100"),
+            concurrency=config.concurrency,
+            pool=config.pool,
             broker_url=broker_url,
             database_url=database_url,
-            runware_url=f"{simulator_url}/v1",
-            runware_api_key=SIMULATOR_KEY,
-            public_base_url=f"http://127.0.0.1:{web_port}",
             log_format="json",
         )
-        farm.settings = settings
-        upgrade(settings.resolved_database_url())
-        farm.start_web(web_port)
-        worker = farm.start_worker("worker", config.concurrency, config.pool)
-        farm.start_beat()
+        settings, worker, simulator_url = pipeline.settings, pipeline.worker, pipeline.simulator_url
         store = JobStore.from_url(settings.resolved_database_url())
         stack.callback(store.engine.dispose)
         runner = _Runner(farm, settings, store, config)

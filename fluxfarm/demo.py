@@ -19,13 +19,14 @@ from PIL import Image
 from core.downloads import SafeDownloader
 from core.jobs import Job, JobState
 from core.logs import configure_logging
-from core.migrate import upgrade
 from core.settings import Settings
-from fluxfarm.processes import Farm, free_port
+from fluxfarm.processes import Farm, start_pipeline
 from producers.client import FluxfarmClient
 
 SIMULATOR_KEY = "sim-key"
 DEMO_MARKER = ".fluxfarm-demo"
+# generation takes a while, as it does on Runware, so the progress bar has something to show
+DEMO_LATENCY = ("--latency-dist", "uniform", "--latency-min-s", "0.5", "--latency-max-s", "3")
 _PROMPTS = [
     "A vast sunken library atrium beneath clear seawater, shafts of sunlight, drifting kelp",
     "A monumental cathedral of white salt on a dried lakebed at sunrise, pilgrims for scale",
@@ -108,36 +109,20 @@ def _run(args: argparse.Namespace) -> int:
     # the demo's own screen is the progress bar and the table; the farm's logs go to files
     configure_logging(Settings(log_level="WARNING"), "demo")
     _fresh_data_dir(data_dir)
-    web_port = free_port()
-    bootstrap = Settings(data_dir=data_dir)
-    with Farm(bootstrap, log_dir=data_dir / "logs") as farm:
-        simulator_url = farm.start_simulator(
-            "--api-keys",
-            SIMULATOR_KEY,
-            "--latency-dist",
-            "uniform",
-            "--latency-min-s",
-            "0.5",
-            "--latency-max-s",
-            "3",
-        )
-        settings = Settings(
-            data_dir=data_dir,
+    with Farm(Settings(data_dir=data_dir), log_dir=data_dir / "logs") as farm:
+        pipeline = start_pipeline(
+            farm,
+            api_key=SIMULATOR_KEY,
+            simulator_flags=DEMO_LATENCY,
+            concurrency=args.concurrency,
             broker_url=args.broker_url,
             database_url=args.database_url,
-            runware_url=f"{simulator_url}/v1",
-            runware_api_key=SIMULATOR_KEY,
-            public_base_url=f"http://127.0.0.1:{web_port}",
             reaper_interval_s=5,
             submitted_poll_after_s=30,
         )
-        farm.settings = settings
-        upgrade(settings.resolved_database_url())
-        web_url = farm.start_web(web_port)
-        farm.start_worker(concurrency=args.concurrency)
-        farm.start_beat()
         farm.supervise()
-        print(f"farm up: simulator {simulator_url}, web {web_url}, logs in {farm.log_dir}")
+        settings, simulator_url = pipeline.settings, pipeline.simulator_url
+        print(f"farm up: simulator {simulator_url}, web {pipeline.web_url}, logs in {farm.log_dir}")
         with FluxfarmClient(settings, tenant="demo") as client:
             job_ids = [client.submit(request) for request in demo_requests(args.jobs)]
             jobs = _watch(client, job_ids, args.timeout)

@@ -21,10 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
+from core.migrate import upgrade
 from core.settings import Settings
 
 _T = TypeVar("_T")
@@ -266,3 +267,46 @@ def _answers(url: str) -> bool:
 def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signum)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A farm that is up: the settings its processes share and where they listen."""
+
+    settings: Settings
+    simulator_url: str
+    web_url: str
+    web_port: int
+    worker: Child
+
+
+def start_pipeline(
+    farm: Farm,
+    *,
+    api_key: str,
+    simulator_flags: tuple[str, ...] = (),
+    worker_name: str = "worker",
+    concurrency: int = 2,
+    pool: str = "prefork",
+    **overrides: Any,
+) -> Pipeline:
+    """Simulator, store schema, web, a worker and beat, the way the Procfile runs them.
+
+    `overrides` are settings (broker_url, database_url, clocks...) on top of the data
+    directory the farm was made with and the simulator as Runware.
+    """
+    simulator_url = farm.start_simulator("--api-keys", api_key, *simulator_flags)
+    web_port = free_port()
+    settings = Settings(
+        data_dir=farm.settings.data_dir,
+        runware_url=f"{simulator_url}/v1",
+        runware_api_key=api_key,
+        public_base_url=f"http://127.0.0.1:{web_port}",
+        **overrides,
+    )
+    farm.settings = settings
+    upgrade(settings.resolved_database_url())
+    web_url = farm.start_web(web_port)
+    worker = farm.start_worker(worker_name, concurrency, pool)
+    farm.start_beat()
+    return Pipeline(settings, simulator_url, web_url, web_port, worker)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -156,18 +156,31 @@ class FluxfarmClient:
 
     def wait(self, job_id: str, timeout: float, poll_interval: float = 0.2) -> Job:
         """Poll until the job is terminal; WaitTimedOut after `timeout` seconds."""
+        [job] = self.wait_all([job_id], timeout, poll_interval)
+        if not job.state.terminal:
+            raise WaitTimedOut(job_id, job.state.value, timeout)
+        return job
+
+    def wait_all(
+        self, job_ids: Sequence[str], timeout: float, poll_interval: float = 0.2
+    ) -> list[Job]:
+        """The jobs once every one is terminal, or as they stand when `timeout` runs out."""
         deadline = time.monotonic() + timeout
         delay = poll_interval
         ceiling = max(poll_interval, MAX_POLL_INTERVAL_S)
-        while True:
-            state = self.store.get(job_id, tenant=self.tenant).state
-            if state.terminal:
-                return self.get(job_id)
+        pending = list(dict.fromkeys(job_ids))
+        while pending:
+            pending = [
+                job_id
+                for job_id in pending
+                if not self.store.get(job_id, tenant=self.tenant).state.terminal
+            ]
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise WaitTimedOut(job_id, state.value, timeout)
+            if not pending or remaining <= 0:
+                break
             time.sleep(min(delay, remaining))
             delay = min(delay * POLL_BACKOFF, ceiling)
+        return [self.get(job_id) for job_id in job_ids]
 
     def retry(self, job_id: str) -> Job:
         """Queue a failed job again as a new job linked to it, with a new taskUUID.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -12,11 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.jobs import Job, JobState
-from core.migrate import upgrade
+from core.jobs import JobState
 from core.settings import Settings
 from fluxfarm.demo import demo_requests
-from fluxfarm.processes import Farm, free_port
+from fluxfarm.processes import Farm, start_pipeline
 from producers.client import FluxfarmClient
 from tests.services import empty_rabbitmq, empty_redis, fresh_postgres_database
 
@@ -62,42 +60,17 @@ def farm(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningFarm
             backend.broker, lambda: None
         )()
         farm = stack.enter_context(Farm(Settings(data_dir=tmp_path), log_dir=tmp_path / "logs"))
-        simulator_url = farm.start_simulator(
-            "--api-keys",
-            SIMULATOR_KEY,
-            "--fast-images",
-            "--latency-dist",
-            "uniform",
-            "--latency-min-s",
-            "0",
-            "--latency-max-s",
-            "0.3",
-        )
-        web_port = free_port()
-        settings = Settings(
-            data_dir=tmp_path,
+        latency = ("--latency-dist", "uniform", "--latency-min-s", "0", "--latency-max-s", "0.3")
+        pipeline = start_pipeline(
+            farm,
+            api_key=SIMULATOR_KEY,
+            simulator_flags=("--fast-images", *latency),
+            worker_name="worker-a",
             broker_url=broker_url,
             database_url=database_url,
-            runware_url=f"{simulator_url}/v1",
-            runware_api_key=SIMULATOR_KEY,
-            public_base_url=f"http://127.0.0.1:{web_port}",
             webhook_secret="integration-secret",
         )
-        farm.settings = settings
-        upgrade(settings.resolved_database_url())
-        web_url = farm.start_web(web_port)
-        farm.start_worker("worker-a", concurrency=2)
-        farm.start_beat()
-        yield RunningFarm(settings, simulator_url, web_url)
-
-
-def _wait_all_terminal(client: FluxfarmClient, job_ids: list[str], timeout: float) -> list[Job]:
-    deadline = time.monotonic() + timeout
-    while True:
-        jobs = [client.get(job_id) for job_id in job_ids]
-        if all(job.state.terminal for job in jobs) or time.monotonic() > deadline:
-            return jobs
-        time.sleep(0.25)
+        yield RunningFarm(pipeline.settings, pipeline.simulator_url, pipeline.web_url)
 
 
 def test_fifty_jobs_succeed_with_every_image_and_cost_the_simulator_charged(
@@ -116,7 +89,7 @@ def test_fifty_jobs_succeed_with_every_image_and_cost_the_simulator_charged(
                 )
                 assert response.status_code == 201, response.text
                 job_ids.append(response.json()["id"])
-        jobs = _wait_all_terminal(client, job_ids, timeout=120)
+        jobs = client.wait_all(job_ids, timeout=120)
 
     states = {job.id: job.state for job in jobs if job.state is not JobState.SUCCEEDED}
     assert states == {}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -94,7 +93,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FarmRun]:
                     {"fluxfarm-web": metrics_urls[:2], "fluxfarm-worker": metrics_urls[2:]},
                 )
             )
-            jobs = _wait_all_terminal(client, job_ids, timeout=120)
+            jobs = client.wait_all(job_ids, timeout=120)
         broker_messages = _broker_messages(settings[0])
         charged = httpx.get(f"{simulator}/_sim/stats", timeout=5).json()["charged_usd_exact"]
         yield FarmRun(
@@ -107,15 +106,6 @@ def _broker_messages(settings: Settings) -> list[bytes]:
     path = settings.resolved_broker_url().split(":///", 1)[1]
     with sqlite3.connect(path) as conn:
         return [row[0].encode() for row in conn.execute("SELECT payload FROM kombu_message")]
-
-
-def _wait_all_terminal(client: FluxfarmClient, job_ids: list[str], timeout: float) -> list[Job]:
-    deadline = time.monotonic() + timeout
-    while True:
-        jobs = [client.get(job_id) for job_id in job_ids]
-        if all(job.state.terminal for job in jobs) or time.monotonic() > deadline:
-            return jobs
-        time.sleep(0.25)
 
 
 def _summed_scrape(urls: list[str]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -16,15 +16,15 @@ import httpx
 from sqlalchemy import func, select
 
 from core.errors import StoreUnavailable
-from core.jobs import Job, JobState
-from core.migrate import upgrade
+from core.jobs import JobState
 from core.settings import Settings
 from core.tables import results
 from fluxfarm.demo import demo_requests
-from fluxfarm.processes import Child, Farm, free_port
+from fluxfarm.processes import Child, Farm, start_pipeline
 from producers.client import FluxfarmClient
 
 SIMULATOR_KEY = "chaos-key"
+WORKER_CONCURRENCY = 3
 
 # Short clocks so that every recovery path (republish, resubmit, poll) runs within a test.
 CHAOS_SETTINGS: dict[str, Any] = {
@@ -62,7 +62,7 @@ class ChaosFarm:
         return stats
 
     def start_worker(self, name: str) -> Child:
-        worker = self.farm.start_worker(name, concurrency=3)
+        worker = self.farm.start_worker(name, concurrency=WORKER_CONCURRENCY)
         self.workers.append(worker)
         return worker
 
@@ -80,36 +80,20 @@ def chaos_farm(
     **overrides: Any,
 ) -> Iterator[ChaosFarm]:
     with Farm(Settings(data_dir=tmp_path), log_dir=tmp_path / "logs") as farm:
-        simulator_url = farm.start_simulator(
-            "--api-keys",
-            SIMULATOR_KEY,
-            "--fast-images",
-            "--random-seed",
-            "7",
-            "--latency-dist",
-            "uniform",
-            "--latency-min-s",
-            "0",
-            "--latency-max-s",
-            "0.5",
-            *simulator_flags,
-        )
-        web_port = free_port()
-        settings = Settings(
-            data_dir=tmp_path,
+        latency = ("--latency-dist", "uniform", "--latency-min-s", "0", "--latency-max-s", "0.5")
+        pipeline = start_pipeline(
+            farm,
+            api_key=SIMULATOR_KEY,
+            simulator_flags=("--fast-images", "--random-seed", "7", *latency, *simulator_flags),
+            worker_name="worker-a",
+            concurrency=WORKER_CONCURRENCY,
             broker_url=broker_url,
             database_url=database_url,
-            runware_url=f"{simulator_url}/v1",
-            runware_api_key=SIMULATOR_KEY,
-            public_base_url=f"http://127.0.0.1:{web_port}",
             **(CHAOS_SETTINGS | overrides),
         )
-        farm.settings = settings
-        upgrade(settings.resolved_database_url())
-        chaos = ChaosFarm(farm, settings, simulator_url, web_port)
-        farm.start_web(web_port)
-        chaos.start_worker("worker-a")
-        farm.start_beat()
+        chaos = ChaosFarm(
+            farm, pipeline.settings, pipeline.simulator_url, pipeline.web_port, [pipeline.worker]
+        )
         farm.supervise()
         yield chaos
 
@@ -147,7 +131,7 @@ def run_scenario(
         disruption.start()
         job_ids = [_submit(client, f"{scenario}-{i}", r) for i, r in enumerate(requests)]
         disruption.join()
-        finished = _wait_terminal(client, job_ids, timeout)
+        finished = client.wait_all(job_ids, timeout, poll_interval=0.5)
         with client.store.engine.connect() as conn:
             stored_results = conn.execute(select(func.count()).select_from(results)).scalar_one()
     stats = chaos.stats()
@@ -190,16 +174,6 @@ def _p99(durations: list[float]) -> float:
     if len(durations) < 2:
         return durations[0] if durations else float("nan")
     return statistics.quantiles(durations, n=100)[98]
-
-
-def _wait_terminal(client: FluxfarmClient, job_ids: list[str], timeout: float) -> list[Job]:
-    deadline = time.monotonic() + timeout
-    pending = set(job_ids)
-    while pending and time.monotonic() < deadline:
-        pending = {job_id for job_id in pending if not client.store.get(job_id).state.terminal}
-        if pending:
-            time.sleep(0.5)
-    return [client.get(job_id) for job_id in job_ids]
 
 
 def worker_children(worker: Child) -> list[int]:
