@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import DisconnectionError
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -137,11 +139,38 @@ def make_engine(url: str) -> Engine:
     """An engine with the connection behaviour each backend needs under concurrency."""
     url = normalize_database_url(url)
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        engine = create_engine(url, pool_size=5, max_overflow=10)
+        event.listen(engine.pool, "checkin", _note_checkin)
+        event.listen(engine.pool, "checkout", _make_ping_if_idle(engine.dialect))
+        return engine
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
     event.listen(engine, "connect", _configure_sqlite)
     event.listen(engine, "begin", _begin_immediate)
     return engine
+
+
+# A connection back in use within this long was alive a moment ago: pinging it (what
+# pool_pre_ping does on every checkout) would cost a round trip per transaction, 4 per job.
+# One that sat idle longer, e.g. across a database restart, is pinged before use.
+PING_AFTER_IDLE_S = 1.0
+
+
+def _note_checkin(_dbapi_connection: Any, record: Any) -> None:
+    record.info["checked_in_at"] = time.monotonic()
+
+
+def _make_ping_if_idle(dialect: Dialect) -> Any:
+    def ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_s = time.monotonic() - record.info.get("checked_in_at", float("-inf"))
+        if idle_s <= PING_AFTER_IDLE_S:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            # the pool drops this connection and checks out (or opens) another
+            raise DisconnectionError("pooled connection failed its ping") from exc
+
+    return ping_if_idle
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
