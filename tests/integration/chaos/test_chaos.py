@@ -78,8 +78,11 @@ def test_rabbitmq_restart_mid_run(
     def disrupt(_chaos: ChaosFarm) -> None:
         time.sleep(1.5)
         subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, capture_output=True)
-        time.sleep(3)
-        subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, capture_output=True)
+        try:
+            time.sleep(3)
+        finally:
+            # the broker is shared with every later test: it must come back whatever happens
+            subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, capture_output=True)
 
     with chaos_farm(tmp_path, broker_url=rabbitmq_broker, database_url=postgres) as chaos:
         result = run_scenario("RabbitMQ restart mid-run", chaos, disrupt)
