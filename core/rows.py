@@ -3,12 +3,14 @@ differs by backend."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, Row, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -16,7 +18,9 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from core.errors import StoreUnavailable
 from core.jobs import ImageResult, Job, JobEvent, JobState
 from core.records import from_micros
-from core.tables import events, results
+from core.tables import events, jobs, results
+
+EVENT_FIELDS = ("at", "kind", "from_state", "to_state", "detail")
 
 
 def images_of(conn: Connection, job_id: str) -> list[ImageResult]:
@@ -59,6 +63,128 @@ def insert_ignoring_duplicates(conn: Connection) -> Any:
     dialect_insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
     return dialect_insert(results).on_conflict_do_nothing(
         index_elements=["task_uuid", "image_uuid"]
+    )
+
+
+def event_params(
+    kind: str,
+    from_state: JobState | None,
+    to_state: JobState | None,
+    detail: dict[str, Any],
+    at: datetime,
+) -> dict[str, Any]:
+    """The parameters of the event a `logged` statement records."""
+    return {
+        "event_at": at,
+        "event_kind": kind,
+        "event_from_state": from_state.value if from_state else None,
+        "event_to_state": to_state.value if to_state else None,
+        "event_detail": detail,
+    }
+
+
+def _event_value(name: str) -> Any:
+    return bindparam(f"event_{name}", type_=events.c[name].type)
+
+
+_INSERT_EVENT = insert(events).values(
+    job_id=bindparam("event_job_id", type_=events.c.job_id.type),
+    **{name: _event_value(name) for name in EVENT_FIELDS},
+)
+
+
+@functools.cache
+def _with_event(statement: Any) -> Any:
+    """`statement` and the INSERT of its event as one PostgreSQL statement: the event
+    reads the changed row from a CTE."""
+    changed = statement.cte("changed")
+    values = [_event_value(name).label(name) for name in EVENT_FIELDS]
+    logged = (
+        insert(events)
+        .from_select(["job_id", *EVENT_FIELDS], select(changed.c.id, *values))
+        .cte("logged")
+    )
+    return select(changed).add_cte(logged)
+
+
+def execute_with_event(conn: Connection, statement: Any, params: dict[str, Any]) -> Row[Any] | None:
+    """Run `statement` (a prebuilt INSERT or UPDATE of jobs RETURNING the row, executed
+    with `params`, event_params included) and record the event for the job it touched;
+    None if it touched none.
+
+    Statements are built once and take bind parameters: building one per call, and its
+    cache key, cost more CPU than its round trip. On PostgreSQL the event INSERT joins the
+    statement, so the transition is atomic on its own and costs one round trip; elsewhere
+    it is a second INSERT, and the caller's transaction holds the two together.
+    """
+    if conn.dialect.name == "postgresql":
+        return conn.execute(_with_event(statement), params).first()
+    row = conn.execute(statement, params).first()
+    if row is not None:
+        conn.execute(_INSERT_EVENT, {**params, "event_job_id": row.id})
+    return row
+
+
+# The transitions on the hot path, built once with bind parameters (see execute_with_event)
+_NEW_JOB_FIELDS = (
+    "id",
+    "task_uuid",
+    "tenant",
+    "idempotency_key",
+    "request_hash",
+    "state",
+    "request",
+    "number_results",
+    "images_received",
+    "cost_micros",
+    "estimate_micros",
+    "attempts",
+    "created_at",
+    "updated_at",
+    "deadline_at",
+    "retry_of",
+)
+CREATE_JOB = (
+    insert(jobs)
+    .values({name: bindparam(f"new_{name}", type_=jobs.c[name].type) for name in _NEW_JOB_FIELDS})
+    .returning(*jobs.c)
+)
+_NOW = bindparam("now", type_=jobs.c.updated_at.type)
+_JOB_ID = bindparam("job_id", type_=jobs.c.id.type)
+
+
+def _claim_statement(retry: bool) -> Any:
+    queued = jobs.c.state == JobState.QUEUED.value
+    # a retry re-takes its own claim: the job is still `submitting` from its last attempt
+    claimable = or_(queued, jobs.c.state == JobState.SUBMITTING.value) if retry else queued
+    return (
+        update(jobs)
+        .where(jobs.c.id == _JOB_ID, jobs.c.attempts == bindparam("expected_attempts"), claimable)
+        .values(
+            state=JobState.SUBMITTING.value,
+            attempts=jobs.c.attempts + 1,
+            claimed_at=func.coalesce(jobs.c.claimed_at, _NOW),
+            updated_at=_NOW,
+        )
+        .returning(*jobs.c)
+    )
+
+
+CLAIM = {retry: _claim_statement(retry) for retry in (False, True)}
+
+
+@functools.cache
+def transition_statement(before: str, target: str, fields: tuple[str, ...]) -> Any:
+    """before -> target, setting `fields` from the parameters `set_<field>`."""
+    return (
+        update(jobs)
+        .where(jobs.c.id == _JOB_ID, jobs.c.state == before)
+        .values(
+            state=target,
+            updated_at=_NOW,
+            **{name: bindparam(f"set_{name}", type_=jobs.c[name].type) for name in fields},
+        )
+        .returning(*jobs.c)
     )
 
 

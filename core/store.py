@@ -33,10 +33,15 @@ from core.records import (
     utcnow,
 )
 from core.rows import (
+    CLAIM,
+    CREATE_JOB,
+    event_params,
     events_of,
+    execute_with_event,
     images_of,
     insert_ignoring_duplicates,
     job_from_row,
+    transition_statement,
     translated_errors,
 )
 from core.tables import events, jobs, make_engine, results
@@ -54,6 +59,10 @@ class JobStore:
         observers: Sequence[StoreObserver] = (),
     ) -> None:
         self.engine = engine
+        # a statement that records its own event (rows.execute_with_event) is a whole
+        # transition on PostgreSQL: autocommitted, it needs no BEGIN and COMMIT round trips
+        self._one_statement = engine.dialect.name == "postgresql"
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._clock = clock
         self.observers = list(observers)
 
@@ -61,6 +70,16 @@ class JobStore:
     def _begin(self) -> Iterator[Connection]:
         """A transaction; losing the database surfaces as StoreUnavailable."""
         with translated_errors(), self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _atomic(self) -> Iterator[Connection]:
+        """Where one `execute_with_event` runs as a transition of its own."""
+        if not self._one_statement:
+            with self._begin() as conn:
+                yield conn
+            return
+        with translated_errors(), self._autocommit.connect() as conn:
             yield conn
 
     @contextmanager
@@ -117,10 +136,14 @@ class JobStore:
             "retry_of": retry_of,
         }
         try:
-            with self._begin() as conn:
+            with self._atomic() as conn:
                 # RETURNING hands back the row as committed: no second read to build the job
-                created = conn.execute(insert(jobs).values(row).returning(*jobs.c)).one()
-                self._event(conn, job_id, "created", None, JobState.QUEUED, {}, now)
+                created = execute_with_event(
+                    conn,
+                    CREATE_JOB,
+                    {f"new_{name}": value for name, value in row.items()}
+                    | event_params("created", None, JobState.QUEUED, {}, now),
+                )
         except IntegrityError:
             if idempotency_key is None:
                 raise
@@ -128,6 +151,7 @@ class JobStore:
             if existing.request_hash != fingerprint:
                 raise IdempotencyConflict(idempotency_key, existing.id) from None
             return self.get(existing.id), False
+        assert created is not None  # an INSERT either returns its row or raises
         job = job_from_row(created, [], [])
         self._notify(Transition(job, None, JobState.QUEUED))
         return job, True
@@ -205,34 +229,18 @@ class JobStore:
         attempt that already ran finds a higher count and does not POST again.
         """
         now = self._clock()
-        is_ours = jobs.c.attempts == expected_attempts
-        claimable = (jobs.c.state == JobState.QUEUED.value) | (
-            (jobs.c.state == JobState.SUBMITTING.value) & (expected_attempts > 0)
-        )
-        with self._begin() as conn:
-            row = conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id, is_ours, claimable)
-                .values(
-                    state=JobState.SUBMITTING.value,
-                    attempts=jobs.c.attempts + 1,
-                    claimed_at=func.coalesce(jobs.c.claimed_at, now),
-                    updated_at=now,
-                )
-                .returning(*jobs.c)
-            ).first()
-            if row is None:
-                return None
-            previous = JobState.QUEUED if expected_attempts == 0 else JobState.SUBMITTING
-            self._event(
+        previous = JobState.QUEUED if expected_attempts == 0 else JobState.SUBMITTING
+        # the WHERE pins attempts to expected_attempts, so the claim makes it one more
+        claimed = {"attempt": expected_attempts + 1}
+        with self._atomic() as conn:
+            row = execute_with_event(
                 conn,
-                job_id,
-                "claimed",
-                previous,
-                JobState.SUBMITTING,
-                {"attempt": row.attempts},
-                now,
+                CLAIM[expected_attempts > 0],
+                {"job_id": job_id, "expected_attempts": expected_attempts, "now": now}
+                | event_params("claimed", previous, JobState.SUBMITTING, claimed, now),
             )
+        if row is None:
+            return None
         job = job_from_row(row, [], [])
         self._notify(Transition(job, previous, JobState.SUBMITTING))
         return job
@@ -286,9 +294,9 @@ class JobStore:
     ) -> bool:
         now = self._clock()
         allowed = [s.value for s in sources_of(target)]
-        with self._begin() as conn:
-            # with a single source state the UPDATE's own WHERE is the whole compare-and-set
-            # and its row lock suffices: one round trip instead of a locking read first
+        # with a single source state the UPDATE's own WHERE is the whole compare-and-set
+        # and its row lock suffices: one statement instead of a locking read first
+        with self._atomic() if len(allowed) == 1 else self._begin() as conn:
             before = (
                 allowed[0]
                 if len(allowed) == 1
@@ -300,15 +308,15 @@ class JobStore:
             )
             if before is None:
                 return False
-            row = conn.execute(
-                update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.state == before)
-                .values(state=target.value, updated_at=now, **values)
-                .returning(*jobs.c)
-            ).first()
-            if row is None:
-                return False
-            self._event(conn, job_id, kind, JobState(before), target, detail, now)
+            row = execute_with_event(
+                conn,
+                transition_statement(before, target.value, tuple(values)),
+                {"job_id": job_id, "now": now}
+                | {f"set_{name}": value for name, value in values.items()}
+                | event_params(kind, JobState(before), target, detail, now),
+            )
+        if row is None:
+            return False
         self._notify(Transition(job_from_row(row, [], []), JobState(before), target))
         return True
 
