@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -59,11 +59,35 @@ def translated_errors() -> Iterator[None]:
         raise StoreUnavailable(f"the job store cannot be reached ({cause})") from exc
 
 
-def insert_ignoring_duplicates(conn: Connection) -> Any:
-    dialect_insert = postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    return dialect_insert(results).on_conflict_do_nothing(
-        index_elements=["task_uuid", "image_uuid"]
+_RESULT_FIELDS = (
+    "task_uuid",
+    "image_uuid",
+    "job_id",
+    "image_url",
+    "image_data",
+    "seed",
+    "cost_micros",
+    "nsfw",
+    "source",
+    "late",
+    "received_at",
+)
+
+
+@functools.cache
+def _insert_result(dialect_name: str) -> Any:
+    dialect_insert = postgresql_insert if dialect_name == "postgresql" else sqlite_insert
+    return (
+        dialect_insert(results)
+        .values({n: bindparam(f"result_{n}", type_=results.c[n].type) for n in _RESULT_FIELDS})
+        .on_conflict_do_nothing(index_elements=["task_uuid", "image_uuid"])
+        .returning(results.c.image_uuid)
     )
+
+
+def insert_ignoring_duplicates(conn: Connection) -> Any:
+    """The INSERT of a result (parameters `result_<column>`) that skips a duplicate."""
+    return _insert_result(conn.dialect.name)
 
 
 def event_params(
@@ -87,7 +111,7 @@ def _event_value(name: str) -> Any:
     return bindparam(f"event_{name}", type_=events.c[name].type)
 
 
-_INSERT_EVENT = insert(events).values(
+INSERT_EVENT = insert(events).values(
     job_id=bindparam("event_job_id", type_=events.c.job_id.type),
     **{name: _event_value(name) for name in EVENT_FIELDS},
 )
@@ -121,7 +145,7 @@ def execute_with_event(conn: Connection, statement: Any, params: dict[str, Any])
         return conn.execute(_with_event(statement), params).first()
     row = conn.execute(statement, params).first()
     if row is not None:
-        conn.execute(_INSERT_EVENT, {**params, "event_job_id": row.id})
+        conn.execute(INSERT_EVENT, {**params, "event_job_id": row.id})
     return row
 
 
@@ -171,6 +195,32 @@ def _claim_statement(retry: bool) -> Any:
 
 
 CLAIM = {retry: _claim_statement(retry) for retry in (False, True)}
+
+# the row lock makes `late` and the completion decision see the latest state: without it
+# concurrent results each read `submitted` and each log "completed"
+LOCK_JOB_OF_TASK = (
+    select(jobs.c.id, jobs.c.state)
+    .where(jobs.c.task_uuid == bindparam("task_uuid", type_=jobs.c.task_uuid.type))
+    .with_for_update()
+)
+
+_RECEIVED = jobs.c.images_received + 1
+_COMPLETES = jobs.c.state.in_([JobState.SUBMITTING.value, JobState.SUBMITTED.value]) & (
+    jobs.c.number_results <= _RECEIVED
+)
+# one more result for job_id (costing `cost` micro-dollars); succeeded if it was the last
+COUNT_RESULT = (
+    update(jobs)
+    .where(jobs.c.id == _JOB_ID)
+    .values(
+        images_received=_RECEIVED,
+        cost_micros=jobs.c.cost_micros + bindparam("cost", type_=jobs.c.cost_micros.type),
+        state=case((_COMPLETES, JobState.SUCCEEDED.value), else_=jobs.c.state),
+        finished_at=case((_COMPLETES, _NOW), else_=jobs.c.finished_at),
+        updated_at=_NOW,
+    )
+    .returning(*jobs.c)
+)
 
 
 @functools.cache

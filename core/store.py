@@ -10,7 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, case, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, case, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core.errors import IdempotencyConflict, JobNotFound
@@ -34,7 +34,10 @@ from core.records import (
 )
 from core.rows import (
     CLAIM,
+    COUNT_RESULT,
     CREATE_JOB,
+    INSERT_EVENT,
+    LOCK_JOB_OF_TASK,
     event_params,
     events_of,
     execute_with_event,
@@ -44,7 +47,7 @@ from core.rows import (
     transition_statement,
     translated_errors,
 )
-from core.tables import events, jobs, make_engine, results
+from core.tables import jobs, make_engine
 
 _ACTIVE = (JobState.SUBMITTING, JobState.SUBMITTED)
 
@@ -331,33 +334,26 @@ class JobStore:
         now = self._clock()
         cost = to_micros(result.cost_usd)
         with self._begin() as conn:
-            # the row lock makes `late` and the completion decision see the latest state:
-            # without it concurrent results each read `submitted` and each log "completed"
-            job = conn.execute(
-                select(jobs.c.id, jobs.c.state)
-                .where(jobs.c.task_uuid == result.task_uuid)
-                .with_for_update()
-            ).first()
+            job = conn.execute(LOCK_JOB_OF_TASK, {"task_uuid": result.task_uuid}).first()
             if job is None:
                 return ResultOutcome.UNKNOWN_TASK
             completed: Job | None = None
             late = JobState(job.state) in TERMINAL_STATES
             inserted = conn.execute(
-                insert_ignoring_duplicates(conn)
-                .values(
-                    task_uuid=result.task_uuid,
-                    image_uuid=result.image_uuid,
-                    job_id=job.id,
-                    image_url=result.image_url,
-                    image_data=result.image_data,
-                    seed=result.seed,
-                    cost_micros=cost,
-                    nsfw=result.nsfw,
-                    source=source,
-                    late=late,
-                    received_at=now,
-                )
-                .returning(results.c.image_uuid)
+                insert_ignoring_duplicates(conn),
+                {
+                    "result_task_uuid": result.task_uuid,
+                    "result_image_uuid": result.image_uuid,
+                    "result_job_id": job.id,
+                    "result_image_url": result.image_url,
+                    "result_image_data": result.image_data,
+                    "result_seed": result.seed,
+                    "result_cost_micros": cost,
+                    "result_nsfw": result.nsfw,
+                    "result_source": source,
+                    "result_late": late,
+                    "result_received_at": now,
+                },
             ).first()
             if inserted is None:
                 outcome = ResultOutcome.DUPLICATE
@@ -374,22 +370,7 @@ class JobStore:
         self, conn: Connection, job: Row[Any], cost: int | None, source: str, now: datetime
     ) -> Job | None:
         """Add a new result to its job; returns the job if this result completed it."""
-        received = jobs.c.images_received + 1
-        completes = jobs.c.state.in_([s.value for s in _ACTIVE]) & (
-            received >= jobs.c.number_results
-        )
-        row = conn.execute(
-            update(jobs)
-            .where(jobs.c.id == job.id)
-            .values(
-                images_received=received,
-                cost_micros=jobs.c.cost_micros + (cost or 0),
-                state=case((completes, JobState.SUCCEEDED.value), else_=jobs.c.state),
-                finished_at=case((completes, now), else_=jobs.c.finished_at),
-                updated_at=now,
-            )
-            .returning(*jobs.c)
-        ).one()
+        row = conn.execute(COUNT_RESULT, {"job_id": job.id, "cost": cost or 0, "now": now}).one()
         if JobState(job.state) in TERMINAL_STATES or row.state != JobState.SUCCEEDED.value:
             return None
         self._event(
@@ -416,12 +397,6 @@ class JobStore:
         at: datetime,
     ) -> None:
         conn.execute(
-            insert(events).values(
-                job_id=job_id,
-                at=at,
-                kind=kind,
-                from_state=from_state.value if from_state else None,
-                to_state=to_state.value if to_state else None,
-                detail=detail,
-            )
+            INSERT_EVENT,
+            {"event_job_id": job_id} | event_params(kind, from_state, to_state, detail, at),
         )
