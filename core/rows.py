@@ -10,9 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, case, func, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, Row, bindparam, case, func, insert, or_, select, text, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from core.errors import StoreUnavailable
@@ -74,20 +72,22 @@ _RESULT_FIELDS = (
 )
 
 
-@functools.cache
-def _insert_result(dialect_name: str) -> Any:
-    dialect_insert = postgresql_insert if dialect_name == "postgresql" else sqlite_insert
-    return (
-        dialect_insert(results)
-        .values({n: bindparam(f"result_{n}", type_=results.c[n].type) for n in _RESULT_FIELDS})
-        .on_conflict_do_nothing(index_elements=["task_uuid", "image_uuid"])
-        .returning(results.c.image_uuid)
+# Written out because SQLAlchemy (2.0) cannot cache its ON CONFLICT constructs: built
+# with insert().on_conflict_do_nothing(), this statement was compiled again for every
+# webhook. PostgreSQL and SQLite (3.35+) both take this text.
+# a result, parameters `result_<column>`; a duplicate (taskUUID, imageUUID) returns no row
+INSERT_RESULT = (
+    text(
+        "INSERT INTO results (task_uuid, image_uuid, job_id, image_url, image_data, seed,"
+        " cost_micros, nsfw, source, late, received_at)"
+        " VALUES (:result_task_uuid, :result_image_uuid, :result_job_id, :result_image_url,"
+        " :result_image_data, :result_seed, :result_cost_micros, :result_nsfw, :result_source,"
+        " :result_late, :result_received_at)"
+        " ON CONFLICT (task_uuid, image_uuid) DO NOTHING RETURNING image_uuid"
     )
-
-
-def insert_ignoring_duplicates(conn: Connection) -> Any:
-    """The INSERT of a result (parameters `result_<column>`) that skips a duplicate."""
-    return _insert_result(conn.dialect.name)
+    .bindparams(*(bindparam(f"result_{n}", type_=results.c[n].type) for n in _RESULT_FIELDS))
+    .columns(results.c.image_uuid)
+)
 
 
 def event_params(

@@ -37,12 +37,12 @@ from core.rows import (
     COUNT_RESULT,
     CREATE_JOB,
     INSERT_EVENT,
+    INSERT_RESULT,
     LOCK_JOB_OF_TASK,
     event_params,
     events_of,
     execute_with_event,
     images_of,
-    insert_ignoring_duplicates,
     job_from_row,
     transition_statement,
     translated_errors,
@@ -340,7 +340,7 @@ class JobStore:
             completed: Job | None = None
             late = JobState(job.state) in TERMINAL_STATES
             inserted = conn.execute(
-                insert_ignoring_duplicates(conn),
+                INSERT_RESULT,
                 {
                     "result_task_uuid": result.task_uuid,
                     "result_image_uuid": result.image_uuid,
