@@ -1,5 +1,5 @@
-"""Between table rows and job values: reading jobs, images and events, and the SQL that
-differs by backend."""
+"""The store's SQL: the hot transitions as statements built once, rows read back into job
+values, and what differs between PostgreSQL and SQLite."""
 
 from __future__ import annotations
 
