@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from core.migrate import upgrade
 from core.store import JobStore
 from core.tables import make_engine
-
-POSTGRES_SERVER_URL = os.environ.get(
-    "FLUXFARM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
+from tests.services import fresh_postgres_database
 
 
 class Clock:
@@ -37,29 +30,14 @@ class Clock:
         return self.now
 
 
-def _libpq(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A uniquely named database, migrated, dropped at the end of the session."""
-    server = make_url(POSTGRES_SERVER_URL)
-    name = f"fluxfarm_t_{secrets.token_hex(6)}"
-    try:
-        admin = psycopg.connect(_libpq(POSTGRES_SERVER_URL), autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at {server.host}:{server.port}: {exc}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        url = server.set(drivername="postgresql+psycopg", database=name).render_as_string(
-            hide_password=False
-        )
-        try:
-            upgrade(url)
-            yield url
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """A uniquely named database, migrated, dropped at the end of the session.
+
+    The drop opens a connection of its own: a held one would not survive the server
+    restart that the chaos tests make mid-session."""
+    with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture
