@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -149,8 +150,10 @@ def _embedded_webhook_secret(data_dir: Path) -> SecretStr:
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
         candidate = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
-        candidate.write_text(secrets.token_urlsafe(32))
-        candidate.chmod(0o600)
+        # created owner-only: the secret is never readable by others, even for a moment
+        descriptor = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as secret_file:
+            secret_file.write(secrets.token_urlsafe(32))
         # link() fails if another process won the race, so every process reads one secret
         try:
             path.hardlink_to(candidate)
