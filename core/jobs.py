@@ -23,6 +23,8 @@ class JobState(StrEnum):
 
 
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED})
+# Runware may be working on the job: results can arrive and complete it
+IN_FLIGHT_STATES = (JobState.SUBMITTING, JobState.SUBMITTED)
 
 # The edges of ARCHITECTURE.md's state diagram. A webhook may beat the worker's
 # "submitted" write, so results can complete a job that is still `submitting`.

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Row, bindparam, case, func, insert, or_, sele
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from core.errors import StoreUnavailable
-from core.jobs import ImageResult, Job, JobEvent, JobState
+from core.jobs import IN_FLIGHT_STATES, ImageResult, Job, JobEvent, JobState
 from core.records import from_micros
 from core.tables import events, jobs, results
 
@@ -205,7 +205,7 @@ LOCK_JOB_OF_TASK = (
 )
 
 _RECEIVED = jobs.c.images_received + 1
-_COMPLETES = jobs.c.state.in_([JobState.SUBMITTING.value, JobState.SUBMITTED.value]) & (
+_COMPLETES = jobs.c.state.in_([s.value for s in IN_FLIGHT_STATES]) & (
     jobs.c.number_results <= _RECEIVED
 )
 # one more result for job_id (costing `cost` micro-dollars); succeeded if it was the last

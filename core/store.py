@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from core.errors import IdempotencyConflict, JobNotFound
 from core.jobs import (
+    IN_FLIGHT_STATES,
     TERMINAL_STATES,
     Job,
     JobState,
@@ -48,8 +49,6 @@ from core.rows import (
     translated_errors,
 )
 from core.tables import jobs, make_engine
-
-_ACTIVE = (JobState.SUBMITTING, JobState.SUBMITTED)
 
 
 class JobStore:
@@ -209,7 +208,7 @@ class JobStore:
         An in-flight job counts at the larger of its estimate and what it has cost so far;
         a finished one at its reported cost, which Runware billed.
         """
-        in_flight = jobs.c.state.in_([s.value for s in _ACTIVE])
+        in_flight = jobs.c.state.in_([s.value for s in IN_FLIGHT_STATES])
         committed = case(
             (in_flight & (jobs.c.estimate_micros > jobs.c.cost_micros), jobs.c.estimate_micros),
             else_=jobs.c.cost_micros,
