@@ -131,10 +131,9 @@ def _with_event(statement: Any) -> Any:
     return select(changed).add_cte(logged)
 
 
-def execute_with_event(conn: Connection, statement: Any, params: dict[str, Any]) -> Row[Any] | None:
-    """Run `statement` (a prebuilt INSERT or UPDATE of jobs RETURNING the row, executed
-    with `params`, event_params included) and record the event for the job it touched;
-    None if it touched none.
+def execute_with_events(conn: Connection, statement: Any, params: dict[str, Any]) -> list[Row[Any]]:
+    """Run `statement` (a prebuilt INSERT or UPDATE of jobs RETURNING the rows, executed
+    with `params`, event_params included) and record the event for every job it touched.
 
     Statements are built once and take bind parameters: building one per call, and its
     cache key, cost more CPU than its round trip. On PostgreSQL the event INSERT joins the
@@ -142,11 +141,17 @@ def execute_with_event(conn: Connection, statement: Any, params: dict[str, Any])
     it is a second INSERT, and the caller's transaction holds the two together.
     """
     if conn.dialect.name == "postgresql":
-        return conn.execute(_with_event(statement), params).first()
-    row = conn.execute(statement, params).first()
-    if row is not None:
-        conn.execute(INSERT_EVENT, {**params, "event_job_id": row.id})
-    return row
+        return list(conn.execute(_with_event(statement), params).all())
+    rows = list(conn.execute(statement, params).all())
+    if rows:
+        conn.execute(INSERT_EVENT, [{**params, "event_job_id": row.id} for row in rows])
+    return rows
+
+
+def execute_with_event(conn: Connection, statement: Any, params: dict[str, Any]) -> Row[Any] | None:
+    """`execute_with_events` for a statement that touches at most one job."""
+    rows = execute_with_events(conn, statement, params)
+    return rows[0] if rows else None
 
 
 # The transitions on the hot path, built once with bind parameters (see execute_with_event)
@@ -175,6 +180,8 @@ CREATE_JOB = (
 )
 _NOW = bindparam("now", type_=jobs.c.updated_at.type)
 _JOB_ID = bindparam("job_id", type_=jobs.c.id.type)
+# the batch forms: `job_ids` is a list, expanded into IN (...) when executed
+_JOB_IDS = jobs.c.id.in_(bindparam("job_ids", type_=jobs.c.id.type, expanding=True))
 
 
 def _claim_statement(retry: bool) -> Any:
@@ -183,7 +190,7 @@ def _claim_statement(retry: bool) -> Any:
     claimable = or_(queued, jobs.c.state == JobState.SUBMITTING.value) if retry else queued
     return (
         update(jobs)
-        .where(jobs.c.id == _JOB_ID, jobs.c.attempts == bindparam("expected_attempts"), claimable)
+        .where(_JOB_IDS, jobs.c.attempts == bindparam("expected_attempts"), claimable)
         .values(
             state=JobState.SUBMITTING.value,
             attempts=jobs.c.attempts + 1,
@@ -225,10 +232,11 @@ COUNT_RESULT = (
 
 @functools.cache
 def transition_statement(before: str, target: str, fields: tuple[str, ...]) -> Any:
-    """before -> target, setting `fields` from the parameters `set_<field>`."""
+    """before -> target for the jobs `job_ids`, setting `fields` from the parameters
+    `set_<field>`."""
     return (
         update(jobs)
-        .where(jobs.c.id == _JOB_ID, jobs.c.state == before)
+        .where(_JOB_IDS, jobs.c.state == before)
         .values(
             state=target,
             updated_at=_NOW,

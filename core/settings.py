@@ -90,6 +90,13 @@ class Settings(BaseSettings):
     download_max_bytes: int = Field(
         32 * 1024 * 1024, gt=0, description="Largest result image fetched."
     )
+    submit_batch_max: int = Field(
+        10,
+        ge=1,
+        le=100,
+        description="Most jobs one POST to Runware carries: jobs a worker's threads hold at once"
+        " go together.",
+    )
     worker_prefetch: int = Field(
         4, ge=1, description="Messages a worker process reserves ahead (I/O-bound task)."
     )

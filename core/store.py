@@ -43,6 +43,7 @@ from core.rows import (
     event_params,
     events_of,
     execute_with_event,
+    execute_with_events,
     images_of,
     job_from_row,
     transition_statement,
@@ -230,27 +231,44 @@ class JobStore:
         `expected_attempts` is the attempt count the caller saw: a redelivered message for an
         attempt that already ran finds a higher count and does not POST again.
         """
+        claimed = self.claim_many([(job_id, expected_attempts)])
+        return claimed[0] if claimed else None
+
+    def claim_many(self, claims: Sequence[tuple[str, int]]) -> list[Job]:
+        """`claim` for several (job_id, expected_attempts) at once; returns the jobs won.
+
+        Claims that expect the same attempt count share one statement: a batch of first
+        attempts is one round trip on PostgreSQL.
+        """
         now = self._clock()
-        previous = JobState.QUEUED if expected_attempts == 0 else JobState.SUBMITTING
-        # the WHERE pins attempts to expected_attempts, so the claim makes it one more
-        claimed = {"attempt": expected_attempts + 1}
+        by_attempts: dict[int, list[str]] = {}
+        for job_id, expected_attempts in claims:
+            by_attempts.setdefault(expected_attempts, []).append(job_id)
+        won: list[tuple[JobState, Job]] = []
         with self._atomic() as conn:
-            row = execute_with_event(
-                conn,
-                CLAIM[expected_attempts > 0],
-                {"job_id": job_id, "expected_attempts": expected_attempts, "now": now}
-                | event_params("claimed", previous, JobState.SUBMITTING, claimed, now),
-            )
-        if row is None:
-            return None
-        job = job_from_row(row, [], [])
-        self._notify(Transition(job, previous, JobState.SUBMITTING))
-        return job
+            for expected_attempts, job_ids in by_attempts.items():
+                previous = JobState.QUEUED if expected_attempts == 0 else JobState.SUBMITTING
+                # the WHERE pins attempts to expected_attempts, so the claim makes it one more
+                claimed = {"attempt": expected_attempts + 1}
+                rows = execute_with_events(
+                    conn,
+                    CLAIM[expected_attempts > 0],
+                    {"job_ids": job_ids, "expected_attempts": expected_attempts, "now": now}
+                    | event_params("claimed", previous, JobState.SUBMITTING, claimed, now),
+                )
+                won += [(previous, job_from_row(row, [], [])) for row in rows]
+        for previous, job in won:
+            self._notify(Transition(job, previous, JobState.SUBMITTING))
+        return [job for _, job in won]
 
     def mark_submitted(self, job_id: str, detail: dict[str, Any]) -> bool:
         """submitting -> submitted once Runware acknowledged the task."""
-        return self._transition(
-            job_id, JobState.SUBMITTED, {"submitted_at": self._clock()}, "acknowledged", detail
+        return bool(self.mark_submitted_many([job_id], detail))
+
+    def mark_submitted_many(self, job_ids: Sequence[str], detail: dict[str, Any]) -> list[Job]:
+        """`mark_submitted` for the tasks of one acknowledged request; returns the jobs moved."""
+        return self._transition_all(
+            job_ids, JobState.SUBMITTED, {"submitted_at": self._clock()}, "acknowledged", detail
         )
 
     def fail(self, job_id: str, failure: Failure) -> bool:
@@ -294,33 +312,46 @@ class JobStore:
         kind: str,
         detail: dict[str, Any],
     ) -> bool:
+        return bool(self._transition_all([job_id], target, values, kind, detail))
+
+    def _transition_all(
+        self,
+        job_ids: Sequence[str],
+        target: JobState,
+        values: dict[str, Any],
+        kind: str,
+        detail: dict[str, Any],
+    ) -> list[Job]:
+        """Move every job of `job_ids` that may go to `target`; returns the jobs moved."""
         now = self._clock()
         allowed = [s.value for s in sources_of(target)]
+        moved: list[tuple[JobState, Job]] = []
         # with a single source state the UPDATE's own WHERE is the whole compare-and-set
         # and its row lock suffices: one statement instead of a locking read first
         with self._atomic() if len(allowed) == 1 else self._begin() as conn:
-            before = (
-                allowed[0]
-                if len(allowed) == 1
-                else conn.execute(
-                    select(jobs.c.state)
-                    .where(jobs.c.id == job_id, jobs.c.state.in_(allowed))
+            by_state: dict[str, list[str]] = (
+                {allowed[0]: list(job_ids)} if len(allowed) == 1 else {}
+            )
+            if len(allowed) > 1:
+                locked = conn.execute(
+                    select(jobs.c.id, jobs.c.state)
+                    .where(jobs.c.id.in_(job_ids), jobs.c.state.in_(allowed))
                     .with_for_update()
-                ).scalar()
-            )
-            if before is None:
-                return False
-            row = execute_with_event(
-                conn,
-                transition_statement(before, target.value, tuple(values)),
-                {"job_id": job_id, "now": now}
-                | {f"set_{name}": value for name, value in values.items()}
-                | event_params(kind, JobState(before), target, detail, now),
-            )
-        if row is None:
-            return False
-        self._notify(Transition(job_from_row(row, [], []), JobState(before), target))
-        return True
+                ).all()
+                for row in locked:
+                    by_state.setdefault(row.state, []).append(row.id)
+            for before, ids in by_state.items():
+                rows = execute_with_events(
+                    conn,
+                    transition_statement(before, target.value, tuple(values)),
+                    {"job_ids": ids, "now": now}
+                    | {f"set_{name}": value for name, value in values.items()}
+                    | event_params(kind, JobState(before), target, detail, now),
+                )
+                moved += [(JobState(before), job_from_row(row, [], [])) for row in rows]
+        for before, job in moved:
+            self._notify(Transition(job, before, target))
+        return [job for _, job in moved]
 
     # -- results --------------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 import structlog
 from prometheus_client import start_http_server
@@ -103,10 +102,11 @@ def instrument(store: JobStore) -> JobStore:
     return store
 
 
-def provider_request(task: dict[str, Any], status: str, started: float) -> None:
-    """One POST to Runware answered with `status` (an HTTP code, `timeout` or `error`)."""
+def provider_request(inference: bool, status: str, started: float) -> None:
+    """One POST to Runware answered with `status` (an HTTP code, `timeout` or `error`);
+    `inference` if it submitted generations."""
     metrics.metrics().provider_requests.labels(status).inc()
-    if task.get("taskType") == "imageInference":
+    if inference:
         elapsed = time.perf_counter() - started
         metrics.metrics().provider_submit.labels(MODEL_ID).observe(elapsed)
 

@@ -52,6 +52,18 @@ _PROVIDER_CODES = frozenset(
     }
 )
 
+_VALIDATION_PREFIXES = (
+    "invalid",
+    "missing",
+    "conflict",
+    "duplicate",
+    "unsupported",
+    "value",
+    "array",
+    "max",
+)
+_VALIDATION_CODES = frozenset({"unknownParameter", "incompatibleParameters", "validationFailed"})
+
 
 def reason_for_code(code: str | None, http_status: int | None = None) -> FailureReason:
     """Runware's unstable error codes folded into the few reasons alerts key on."""
@@ -80,6 +92,9 @@ def reason_for_code(code: str | None, http_status: int | None = None) -> Failure
         return FailureReason.TIMEOUT
     if text in _PROVIDER_CODES or text.startswith("provider"):
         return FailureReason.PROVIDER
+    # a task's own error in a partly failed request may come with status 200: its code says
+    if text.startswith(_VALIDATION_PREFIXES) or text in _VALIDATION_CODES:
+        return FailureReason.VALIDATION
     if (http_status is not None and http_status >= 500) or lowered in (
         "internalservererror",
         "serviceunavailable",
@@ -153,13 +168,40 @@ class RunwareClient:
         Raises TransientProviderError (retry with the same taskUUID) or
         PermanentProviderError (fail the job). `conflictTaskUUID` counts as accepted.
         """
-        task_uuid = task["taskUUID"]
-        exchange = self._exchange(task_uuid, task)
-        if any(e.get("code") == ALREADY_ACCEPTED for e in exchange.errors):
-            return []
-        if exchange.status >= 400 or exchange.errors:
-            raise exchange.failure(task_uuid)
-        return exchange.data
+        batch = self.submit_batch([task])
+        failure = batch.failures.get(task["taskUUID"])
+        if failure is not None:
+            raise failure
+        return batch.data
+
+    def submit_batch(self, tasks: list[dict[str, Any]]) -> SubmittedBatch:
+        """POST several tasks in one request; each task's outcome is judged on its own.
+
+        Items are matched by taskUUID, never by position. A task the answer leaves in doubt
+        (a failed status while only other tasks were named in errors) is transient: resent
+        with the same taskUUID, Runware answers `conflictTaskUUID` if it had accepted it.
+        """
+        try:
+            answer = self._post(tasks)
+        except _Unanswered as exc:
+            return SubmittedBatch({t["taskUUID"]: exc.failure(t["taskUUID"]) for t in tasks}, [])
+        failures: dict[str, ProviderError] = {}
+        for task in tasks:
+            task_uuid = task["taskUUID"]
+            exchange = answer.for_task(task_uuid)
+            if any(e.get("code") == ALREADY_ACCEPTED for e in exchange.errors):
+                continue
+            if exchange.errors or (exchange.status >= 400 and not answer.names_others(task_uuid)):
+                failures[task_uuid] = exchange.failure(task_uuid)
+            elif exchange.status >= 400:
+                failures[task_uuid] = TransientProviderError(
+                    task_uuid,
+                    reason_for_code(None, exchange.status),
+                    f"HTTP {exchange.status} named only other tasks of the request",
+                    http_status=exchange.status,
+                    retry_after=exchange.retry_after,
+                )
+        return SubmittedBatch(failures, answer.data)
 
     def get_response(self, task_uuid: str) -> _Exchange:
         """The cumulative state of every generation of a task (getResponse).
@@ -167,46 +209,93 @@ class RunwareClient:
         Runware's answer for a task it does not know comes back as the exchange's errors;
         only failures to ask at all are raised.
         """
-        exchange = self._exchange(task_uuid, {"taskType": "getResponse", "taskUUID": task_uuid})
+        try:
+            answer = self._post([{"taskType": "getResponse", "taskUUID": task_uuid}])
+        except _Unanswered as exc:
+            raise exc.failure(task_uuid) from exc.__cause__
+        exchange = answer.for_task(task_uuid)
         if exchange.transient or exchange.status in (401, 402, 403):
             raise exchange.failure(task_uuid)
         return exchange
 
-    def _exchange(self, task_uuid: str, task: dict[str, Any]) -> _Exchange:
+    def _post(self, tasks: list[dict[str, Any]]) -> _Answer:
         headers = {
             "Authorization": f"Bearer {self._api_key.get_secret_value()}",
             "Content-Type": "application/json",
         }
+        inference = tasks[0].get("taskType") == "imageInference"
         started = time.perf_counter()
         try:
-            response = self._http.post(self._url, content=orjson.dumps([task]), headers=headers)
+            response = self._http.post(self._url, content=orjson.dumps(tasks), headers=headers)
         except httpx.TimeoutException as exc:
-            instrumentation.provider_request(task, "timeout", started)
-            raise TransientProviderError(
-                task_uuid, FailureReason.TIMEOUT, f"no answer in time ({type(exc).__name__})"
+            instrumentation.provider_request(inference, "timeout", started)
+            raise _Unanswered(
+                FailureReason.TIMEOUT, f"no answer in time ({type(exc).__name__})"
             ) from exc
         except httpx.TransportError as exc:
-            instrumentation.provider_request(task, "error", started)
-            raise TransientProviderError(
-                task_uuid, FailureReason.SERVER, f"connection failed ({type(exc).__name__})"
+            instrumentation.provider_request(inference, "error", started)
+            raise _Unanswered(
+                FailureReason.SERVER, f"connection failed ({type(exc).__name__})"
             ) from exc
-        instrumentation.provider_request(task, str(response.status_code), started)
+        instrumentation.provider_request(inference, str(response.status_code), started)
         try:
             body = orjson.loads(response.content) if response.content else {}
         except orjson.JSONDecodeError:
             body = {}
         data = body.get("data", []) if isinstance(body, dict) else []
-        return _Exchange(
+        return _Answer(
             status=response.status_code,
             data=[d for d in data if isinstance(d, dict)] if isinstance(data, list) else [],
-            errors=[e for e in _error_items(body) if e.get("taskUUID") in (task_uuid, None)],
+            errors=_error_items(body),
             retry_after=_retry_after(response),
         )
 
 
+class _Unanswered(Exception):
+    """The request got no HTTP answer: every task in it is in doubt."""
+
+    def __init__(self, reason: FailureReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+    def failure(self, task_uuid: str) -> TransientProviderError:
+        failure = TransientProviderError(task_uuid, self.reason, self.detail)
+        # the transport's own exception stays the cause, for the logs
+        failure.__cause__ = self.__cause__
+        return failure
+
+
+@dataclass(frozen=True)
+class SubmittedBatch:
+    """One request's tasks: the failed ones by taskUUID (the rest were accepted), and the
+    acknowledgement's data items."""
+
+    failures: dict[str, ProviderError]
+    data: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """One answered POST, for every task it carried."""
+
+    status: int
+    data: list[dict[str, Any]]
+    errors: list[dict[str, Any]]
+    retry_after: float | None
+
+    def for_task(self, task_uuid: str) -> _Exchange:
+        """The items that concern `task_uuid`: its own errors and those naming no task."""
+        errors = [e for e in self.errors if e.get("taskUUID") in (task_uuid, None)]
+        return _Exchange(self.status, self.data, errors, self.retry_after)
+
+    def names_others(self, task_uuid: str) -> bool:
+        return any(e.get("taskUUID") not in (task_uuid, None) for e in self.errors)
+
+
 @dataclass(frozen=True)
 class _Exchange:
-    """One answered POST: its status and the items that concern our task."""
+    """One answered POST as one task sees it: the status and the items that concern it."""
 
     status: int
     data: list[dict[str, Any]]

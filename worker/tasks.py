@@ -1,7 +1,8 @@
-"""The submit task: claim a job, POST it to Runware with a webhookURL, record `submitted`."""
+"""The submit task: claim jobs, POST them to Runware with their webhookURLs, record `submitted`."""
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import signal
@@ -12,11 +13,12 @@ from typing import Any
 import structlog
 
 from core.broker import SUBMIT_QUEUE, SUBMIT_TASK
-from core.errors import PermanentProviderError, TransientProviderError
+from core.errors import ProviderError, TransientProviderError
 from core.jobs import FailureReason, Job, JobState
 from core.records import Failure, utcnow
 from worker import instrumentation
 from worker.app import app
+from worker.batching import Batcher
 from worker.context import ProcessContext, process_context
 from worker.results import parse_body, record
 from worker.runware import inference_task
@@ -32,60 +34,117 @@ def backoff_s(attempt: int, base_s: float, cap_s: float, retry_after: float | No
     return max(retry_after or 0.0, random.uniform(0, ceiling))
 
 
+# a job handed to the batcher: (job_id, the attempt count its message expects)
+Claim = tuple[str, int]
+
+
 @app.task(name=SUBMIT_TASK, ignore_result=True)
 def submit(job_id: str, expected_attempts: int = 0) -> None:
-    """Submit one job; a message whose attempt already ran claims nothing and returns."""
+    """Submit one job, in one request with whatever jobs this process's other threads hold;
+    a message whose attempt already ran claims nothing and returns."""
+    _batcher().run((job_id, expected_attempts))
+
+
+@functools.cache
+def _batcher() -> Batcher[Claim]:
+    return Batcher(submit_batch, process_context().settings.submit_batch_max)
+
+
+def submit_batch(claims: list[Claim]) -> None:
+    """Claim the jobs, POST the ones still due in one request, record each outcome."""
     context = process_context()
-    with structlog.contextvars.bound_contextvars(job_id=job_id):
-        job = context.store.claim(job_id, expected_attempts)
-        if job is None:
-            log.info("submit.skipped", expected_attempts=expected_attempts)
-            return
-        with structlog.contextvars.bound_contextvars(task_uuid=job.task_uuid):
-            _submit_claimed(context, job)
+    claimed = context.store.claim_many(claims)
+    won = {job.id for job in claimed}
+    for job_id, expected_attempts in claims:
+        if job_id not in won:
+            log.info("submit.skipped", job_id=job_id, expected_attempts=expected_attempts)
+    due = _due(context, claimed)
+    if due:
+        _post(context, due)
 
 
-def _submit_claimed(context: ProcessContext, job: Job) -> None:
+def _due(context: ProcessContext, claimed: list[Job]) -> list[Job]:
+    """The claimed jobs that may still be sent: in time, and within the daily budget."""
+    due = []
+    for job in claimed:
+        if utcnow() >= job.deadline_at:
+            _fail(context, job, Failure(FailureReason.TIMEOUT, "deadline passed before submission"))
+        else:
+            due.append(job)
+    refused = _over_budget(context, due)
     settings = context.settings
-    if utcnow() >= job.deadline_at:
-        _fail(context, job, Failure(FailureReason.TIMEOUT, "deadline passed before submission"))
-        return
-    # only a first attempt is held to the budget: a retry resends a task Runware may
-    # already have accepted, at no further cost
-    if settings.enforce_daily_budget and job.attempts == 1 and _over_budget(context):
+    for job in refused:
         message = f"the daily budget of ${settings.spend_daily_budget_usd:g} would be passed"
         _fail(context, job, Failure(FailureReason.QUOTA, message, code="dailyBudgetExceeded"))
-        return
-    url = webhook_url(settings.public_base_url, job.task_uuid, context.webhook_secrets[0])
-    crash_point(context, "after_claim")
-    started = time.perf_counter()
-    try:
-        acknowledged = context.runware.submit(inference_task(job.task_uuid, job.request, url))
-    except TransientProviderError as exc:
-        _retry_or_fail(context, job, exc)
-        return
-    except PermanentProviderError as exc:
-        failure = Failure(exc.reason, exc.detail, code=exc.code, parameter=exc.parameter)
-        _fail(context, job, failure)
-        return
-    duration_ms = round((time.perf_counter() - started) * 1000, 1)
-    crash_point(context, "after_post")
-    if acknowledged:
-        record(context.store, parse_body({"data": acknowledged}), "ack")
-    context.store.mark_submitted(job.id, {"attempt": job.attempts, "duration_ms": duration_ms})
-    log.info("job.submitted", status="submitted", attempt=job.attempts, duration_ms=duration_ms)
+    refused_ids = {job.id for job in refused}
+    return [job for job in due if job.id not in refused_ids]
 
 
-def _over_budget(context: ProcessContext) -> bool:
-    """Whether today's committed spend, this claimed job's estimate included, is too much.
+def _over_budget(context: ProcessContext, due: list[Job]) -> list[Job]:
+    """The first attempts among `due` that today's committed spend has no room for.
 
-    Claims are committed before this check, so two jobs checked at once each see the
-    other: near the cap both may fail, but the budget is never passed on estimates.
+    Only a first attempt is held to the budget: a retry resends a task Runware may already
+    have accepted, at no further cost. Claims are committed before this check, so jobs
+    claimed at once by other workers each see the others: near the cap more may be
+    refused than strictly needed, but the budget is never passed on estimates.
     """
+    settings = context.settings
+    first_attempts = [job for job in due if job.attempts == 1]
+    if not settings.enforce_daily_budget or not first_attempts:
+        return []
     now = utcnow()
     day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    committed = context.store.committed_spend_since(day_start)
-    return committed > Decimal(str(context.settings.spend_daily_budget_usd))
+    excess = context.store.committed_spend_since(day_start) - Decimal(
+        str(settings.spend_daily_budget_usd)
+    )
+    refused = []
+    # the batch's latest jobs give way first, so the earliest keep their place
+    for job in reversed(first_attempts):
+        if excess <= 0:
+            break
+        refused.append(job)
+        excess -= job.estimate_usd
+    return refused
+
+
+def _post(context: ProcessContext, due: list[Job]) -> None:
+    secret = context.webhook_secrets[0]
+    base_url = context.settings.public_base_url
+    tasks = [
+        inference_task(job.task_uuid, job.request, webhook_url(base_url, job.task_uuid, secret))
+        for job in due
+    ]
+    crash_point(context, "after_claim")
+    started = time.perf_counter()
+    batch = context.runware.submit_batch(tasks)
+    duration_ms = round((time.perf_counter() - started) * 1000, 1)
+    crash_point(context, "after_post")
+    if batch.data:
+        record(context.store, parse_body({"data": batch.data}), "ack")
+    accepted = [job for job in due if job.task_uuid not in batch.failures]
+    for attempt in sorted({job.attempts for job in accepted}):
+        detail = {"attempt": attempt, "duration_ms": duration_ms, "batch": len(due)}
+        ids = [job.id for job in accepted if job.attempts == attempt]
+        context.store.mark_submitted_many(ids, detail)
+    for job in due:
+        with structlog.contextvars.bound_contextvars(job_id=job.id, task_uuid=job.task_uuid):
+            failure = batch.failures.get(job.task_uuid)
+            if failure is None:
+                log.info(
+                    "job.submitted",
+                    status="submitted",
+                    attempt=job.attempts,
+                    duration_ms=duration_ms,
+                    batch=len(due),
+                )
+            elif isinstance(failure, TransientProviderError):
+                _retry_or_fail(context, job, failure)
+            else:
+                _fail(context, job, _failure_of(failure))
+
+
+def _failure_of(error: ProviderError) -> Failure:
+    return Failure(error.reason, error.detail, code=error.code, parameter=error.parameter)
 
 
 def _retry_or_fail(context: ProcessContext, job: Job, exc: TransientProviderError) -> None:

@@ -5,11 +5,16 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from core.settings import get_settings
+from core.migrate import upgrade
+from core.settings import Settings, get_settings
+from simulator.testing import SimulatorHandle, running_simulator
+from worker.context import ProcessContext
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +36,34 @@ def worker_app(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
                 importlib.import_module(module)
         get_settings.cache_clear()
     return importlib.import_module("worker.app")
+
+
+@pytest.fixture
+def sim() -> Iterator[SimulatorHandle]:
+    with running_simulator() as handle:
+        yield handle
+
+
+@pytest.fixture
+def contexts(tmp_path: Path, sim: SimulatorHandle) -> Iterator[Callable[[bool], ProcessContext]]:
+    """Worker contexts on a fresh SQLite store with the simulator as Runware; the argument
+    says whether the daily budget ($0.10) is enforced."""
+    made: list[ProcessContext] = []
+
+    def make(enforce: bool) -> ProcessContext:
+        settings = Settings(
+            data_dir=tmp_path,
+            runware_url=sim.api_url,
+            runware_api_key="sim-key",
+            webhook_secret="budget-secret",
+            enforce_daily_budget=enforce,
+            spend_daily_budget_usd=0.10,
+        )
+        upgrade(settings.resolved_database_url())
+        made.append(ProcessContext(settings))
+        return made[-1]
+
+    yield make
+    for context in made:
+        context.runware.close()
+        context.store.engine.dispose()

@@ -3,54 +3,22 @@ submitted, against a real store and the simulator as Runware."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
 from core.jobs import JobState
-from core.migrate import upgrade
-from core.settings import Settings
-from simulator.testing import SimulatorHandle, running_simulator
+from simulator.testing import SimulatorHandle
 from worker.context import ProcessContext
 
 # 1536 x 1024 is 1.5 megapixels, rounded up to 2: $0.045 a job, as in the seed's example
 FAR_PAST = datetime(2000, 1, 1, tzinfo=UTC)
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 PARAMS: dict[str, Any] = {"positivePrompt": "a salt cathedral", "width": 1536, "height": 1024}
-
-
-@pytest.fixture
-def sim() -> Iterator[SimulatorHandle]:
-    with running_simulator() as handle:
-        yield handle
-
-
-@pytest.fixture
-def contexts(tmp_path: Path, sim: SimulatorHandle) -> Iterator[Callable[[bool], ProcessContext]]:
-    made: list[ProcessContext] = []
-
-    def make(enforce: bool) -> ProcessContext:
-        settings = Settings(
-            data_dir=tmp_path,
-            runware_url=sim.api_url,
-            runware_api_key="sim-key",
-            webhook_secret="budget-secret",
-            enforce_daily_budget=enforce,
-            spend_daily_budget_usd=0.10,
-        )
-        upgrade(settings.resolved_database_url())
-        made.append(ProcessContext(settings))
-        return made[-1]
-
-    yield make
-    for context in made:
-        context.runware.close()
-        context.store.engine.dispose()
 
 
 def _submit_all(

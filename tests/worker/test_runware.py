@@ -207,11 +207,13 @@ def test_a_400_with_errors_is_permanent_and_names_code_message_and_parameter(
 
 
 def test_errors_for_another_task_are_not_ours(tmp_path: Path) -> None:
+    # a failed status that names only another task leaves ours in doubt: resending the
+    # same taskUUID is safe, failing a task Runware may have accepted is not
     body = {"errors": [error("invalidWidth", "other", task="someone-else")]}
-    with pytest.raises(PermanentProviderError) as caught:
+    with pytest.raises(TransientProviderError) as caught:
         submit(answer(400, body), tmp_path)
     assert caught.value.code is None
-    assert caught.value.detail == "HTTP 400"
+    assert caught.value.http_status == 400
 
 
 def test_an_error_in_a_200_answer_is_still_a_failure(tmp_path: Path) -> None:
@@ -302,6 +304,10 @@ def test_a_client_without_an_api_key_is_a_configuration_error(tmp_path: Path) ->
         (None, 500, FailureReason.SERVER),
         (None, 503, FailureReason.SERVER),
         ("invalidWidth", 400, FailureReason.VALIDATION),
+        # a task's error in a partly failed request, answered 200 as a whole
+        ("invalidWidth", 200, FailureReason.VALIDATION),
+        ("missingPositivePrompt", None, FailureReason.VALIDATION),
+        ("unknownParameter", None, FailureReason.VALIDATION),
         (None, 404, FailureReason.VALIDATION),
         ("somethingNew", None, FailureReason.PROVIDER),
         (None, None, FailureReason.PROVIDER),
@@ -367,3 +373,78 @@ def test_get_response_timeout_is_transient(tmp_path: Path) -> None:
     with pytest.raises(TransientProviderError):
         client.get_response(TASK)
     client.close()
+
+
+OTHER = "0f0e4c0e-2b44-4bd4-8f0c-54d4a0f1c9e2"
+THIRD = "7c1d9a52-6a8e-4f8a-b1e4-3f2f0a9d8e11"
+
+
+def submit_three(handler: Handler, tmp_path: Path) -> tuple[list[bytes], dict[str, ProviderError]]:
+    bodies: list[bytes] = []
+
+    def recording(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.content)
+        return handler(request)
+
+    client = client_for(recording, tmp_path)
+    try:
+        tasks = [inference_task(t, PARAMS, HOOK) for t in (TASK, OTHER, THIRD)]
+        return bodies, client.submit_batch(tasks).failures
+    finally:
+        client.close()
+
+
+def test_a_batch_is_one_request_carrying_every_task(tmp_path: Path) -> None:
+    bodies, failures = submit_three(answer(200, {"data": []}), tmp_path)
+    assert len(bodies) == 1
+    assert [t["taskUUID"] for t in orjson.loads(bodies[0])] == [TASK, OTHER, THIRD]
+    assert failures == {}
+
+
+def test_in_a_batch_each_task_gets_only_its_own_errors(tmp_path: Path) -> None:
+    body = {
+        "data": [],
+        "errors": [
+            error("invalidWidth", "width", "width", task=OTHER),
+            error("conflictTaskUUID", "seen", task=THIRD),
+        ],
+    }
+    _, failures = submit_three(answer(200, body), tmp_path)
+    # TASK was accepted, THIRD had already been accepted, OTHER is invalid
+    assert set(failures) == {OTHER}
+    assert isinstance(failures[OTHER], PermanentProviderError)
+    assert failures[OTHER].parameter == "width"
+
+
+def test_a_failed_status_naming_other_tasks_leaves_the_rest_transient(tmp_path: Path) -> None:
+    body = {"errors": [error("invalidWidth", "width", "width", task=OTHER)]}
+    _, failures = submit_three(answer(400, body), tmp_path)
+    assert isinstance(failures[OTHER], PermanentProviderError)
+    for task in (TASK, THIRD):
+        assert isinstance(failures[task], TransientProviderError)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind"),
+    [
+        (503, {"errors": [error("serviceUnavailable", task=None)]}, TransientProviderError),
+        (401, {"errors": [error("invalidApiKey", task=None)]}, PermanentProviderError),
+        (429, None, TransientProviderError),
+    ],
+)
+def test_an_error_naming_no_task_concerns_every_task(
+    tmp_path: Path, status: int, body: Any, kind: type[ProviderError]
+) -> None:
+    _, failures = submit_three(answer(status, body), tmp_path)
+    assert set(failures) == {TASK, OTHER, THIRD}
+    assert all(type(f) is kind for f in failures.values())
+
+
+def test_no_answer_leaves_every_task_of_the_batch_transient(tmp_path: Path) -> None:
+    def handle(_: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow")
+
+    _, failures = submit_three(handle, tmp_path)
+    assert set(failures) == {TASK, OTHER, THIRD}
+    assert all(f.reason == FailureReason.TIMEOUT for f in failures.values())
+    assert all(isinstance(f, TransientProviderError) for f in failures.values())
