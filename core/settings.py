@@ -90,6 +90,14 @@ class Settings(BaseSettings):
     download_max_bytes: int = Field(
         32 * 1024 * 1024, gt=0, description="Largest result image fetched."
     )
+    worker_pool: Literal["threads", "prefork", "solo"] = Field(
+        "threads",
+        description="Celery pool of the workers the launcher starts: the submit task waits on"
+        " I/O, and threads let one process batch what they hold.",
+    )
+    worker_concurrency: int = Field(
+        16, ge=1, description="Tasks each worker runs at once (threads or pool processes)."
+    )
     submit_batch_max: int = Field(
         10,
         ge=1,

@@ -21,7 +21,14 @@ import orjson
 from core.logs import configure_logging
 from core.settings import Settings
 from fluxfarm import bench_inflight
-from fluxfarm.bench_run import STAGES, BenchConfig, BrokerResult, Percentiles, run_broker
+from fluxfarm.bench_run import (
+    SERVERS,
+    STAGES,
+    BenchConfig,
+    BrokerResult,
+    Percentiles,
+    run_broker,
+)
 
 BROKERS = ("rabbitmq", "redis", "sqlite")
 TARGET_CEILING_RATIO = 0.5
@@ -42,8 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sqlite-jobs", type=int, default=500, help="jobs per run on the embedded broker"
     )
-    parser.add_argument("--concurrency", type=int, default=2, help="worker pool size")
-    parser.add_argument("--pool", default="prefork", help="Celery pool: prefork, threads, solo")
+    defaults = Settings()
+    parser.add_argument(
+        "--concurrency", type=int, default=defaults.worker_concurrency, help="worker pool size"
+    )
+    parser.add_argument(
+        "--pool", default=defaults.worker_pool, help="Celery pool: threads, prefork, solo"
+    )
     parser.add_argument("--producers", type=int, default=4, help="threads creating jobs")
     parser.add_argument(
         "--blocking-jobs", type=int, default=20, help="jobs through each design at 2 s"
@@ -161,20 +173,23 @@ def _cell(p: Percentiles) -> str:
 
 
 def _processes(results: list[BrokerResult]) -> list[str]:
-    kinds = list(results[0].processes) if results else []
+    kinds = [k for k in results[0].processes if k not in SERVERS] if results else []
     lines = [
         "CPU seconds per 1,000 jobs / peak RSS in MB (summed over a process and its pool "
-        "children; `producer` is the benchmark's own job-creating threads).",
+        "children; `producer` is the benchmark's own job-creating threads), then the CPU "
+        "of PostgreSQL (every backend) and of the broker's server over the same jobs.",
         "",
-        "| broker | " + " | ".join(kinds) + " |",
-        "|---|" + "---|" * len(kinds),
+        "| broker | " + " | ".join(kinds) + " | " + " | ".join(SERVERS) + " | all |",
+        "|---|" + "---|" * (len(kinds) + len(SERVERS) + 1),
     ]
     for r in results:
         cells = [
             f"{r.processes[k].cpu_s_per_1k_jobs:.1f} s / {r.processes[k].peak_rss_mb:.0f} MB"
             for k in kinds
         ]
-        lines.append(f"| {r.broker} | " + " | ".join(cells) + " |")
+        cells += [f"{r.processes[k].cpu_s_per_1k_jobs:.1f} s" for k in SERVERS]
+        total = sum(p.cpu_s_per_1k_jobs for p in r.processes.values())
+        lines.append(f"| {r.broker} | " + " | ".join([*cells, f"{total:.1f} s"]) + " |")
     return lines
 
 

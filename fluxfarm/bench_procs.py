@@ -77,3 +77,20 @@ def tree_usage(root: int) -> Usage:
         except (FileNotFoundError, ProcessLookupError):
             continue  # exited between the scan and the read
     return total
+
+
+def parent_of(pid: int) -> int:
+    return int(_stat_fields(pid)[1])
+
+
+def pid_of_command(name: str) -> int | None:
+    """The oldest live process whose command name is `name` (a server we did not start)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == name:
+                    found.append(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return min(found) if found else None

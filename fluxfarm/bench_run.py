@@ -24,7 +24,7 @@ import orjson
 import redis
 from celery import Celery
 from kombu import Connection
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from core.broker import SUBMIT_QUEUE, celery_config
 from core.jobs import TERMINAL_STATES, JobState
@@ -33,7 +33,7 @@ from core.settings import Settings
 from core.store import JobStore
 from core.tables import events, jobs
 from fluxfarm import bench_blocking, bench_noop
-from fluxfarm.bench_procs import Usage, tree_usage
+from fluxfarm.bench_procs import ZERO, Usage, parent_of, pid_of_command, tree_usage
 from fluxfarm.processes import Child, Farm, start_pipeline
 from fluxfarm.services import PrivateRedis, fresh_postgres_database
 from producers.client import FluxfarmClient
@@ -46,6 +46,8 @@ REQUEST: dict[str, Any] = {
     "numberResults": 1,
 }
 KINDS = ("web", "worker", "beat", "simulator")
+# the servers the pipeline leans on, whose CPU is part of each job's cost too
+SERVERS = ("database", "broker")
 STAGES = ("queue_wait", "submit_http", "webhook_to_succeeded", "created_to_succeeded")
 
 
@@ -171,6 +173,7 @@ class _Runner:
         self.store = store
         self.config = config
         self.producer = Celery("fluxfarm.bench.producer", set_as_current=False)
+        self.server_pids: dict[str, int | None] = {}
         self.producer.conf.update(celery_config(settings))
 
     def child(self, name: str) -> Child:
@@ -180,11 +183,28 @@ class _Runner:
         found = {kind: tree_usage(self.child(kind).process.pid) for kind in KINDS}
         own = resource.getrusage(resource.RUSAGE_SELF)
         found["producer"] = Usage(own.ru_utime + own.ru_stime, own.ru_maxrss * 1024, 0)
+        for server, pid in self.server_pids.items():
+            found[server] = tree_usage(pid) if pid is not None else ZERO
         return found
+
+    def find_servers(self, broker: str) -> None:
+        """The PostgreSQL postmaster (its backends are its children) and the broker's server;
+        the embedded default has neither: both run inside our own processes."""
+        postmaster = None
+        if self.store.engine.dialect.name == "postgresql":
+            with self.store.engine.connect() as conn:
+                backend = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            postmaster = parent_of(backend)
+        broker_pid = {
+            "rabbitmq": pid_of_command("beam.smp"),
+            "redis": self.child("redis").process.pid,
+        }.get(broker)
+        self.server_pids = {"database": postmaster, "broker": broker_pid}
 
     def measure(
         self, broker: str, count: int, worker: Child, simulator_url: str, counter_url: str
     ) -> BrokerResult:
+        self.find_servers(broker)
         # a short warm-up so imports, connections and JIT-less caches are not in the figures
         self.run_phase("warmup", min(50, count), self._submit_ours)
         web = self.child("web")

@@ -44,7 +44,9 @@ def add_command(subparsers: Any) -> None:
     parser.add_argument("--data-dir", type=Path, default=Path(".fluxfarm/demo"))
     parser.add_argument("--broker-url", help="use this broker instead of the embedded SQLite one")
     parser.add_argument("--database-url", help="use this store instead of the embedded SQLite one")
-    parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
+    parser.add_argument(
+        "--concurrency", type=int, help="worker threads (default: FLUXFARM_WORKER_CONCURRENCY)"
+    )
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the jobs")
     parser.set_defaults(handler=run)
 

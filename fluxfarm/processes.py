@@ -181,11 +181,12 @@ class Farm:
     def start_worker(
         self,
         name: str = "worker",
-        concurrency: int = 2,
-        pool: str = "prefork",
+        concurrency: int | None = None,
+        pool: str | None = None,
         app: str = "worker.app",
         queues: tuple[str, ...] = (),
     ) -> Child:
+        """A Celery worker; pool and concurrency default to the settings'."""
         metrics_port = free_port()
         child = self.spawn(
             name,
@@ -200,9 +201,9 @@ class Farm:
                 "--loglevel",
                 "INFO",
                 "--pool",
-                pool,
+                pool or self.settings.worker_pool,
                 "--concurrency",
-                str(concurrency),
+                str(concurrency or self.settings.worker_concurrency),
                 "--hostname",
                 f"{name}@%h",
                 "--without-gossip",
@@ -286,8 +287,8 @@ def start_pipeline(
     api_key: str,
     simulator_flags: tuple[str, ...] = (),
     worker_name: str = "worker",
-    concurrency: int = 2,
-    pool: str = "prefork",
+    concurrency: int | None = None,
+    pool: str | None = None,
     **overrides: Any,
 ) -> Pipeline:
     """Simulator, store schema, web, a worker and beat, the way the Procfile runs them.

@@ -126,18 +126,13 @@ def _post(context: ProcessContext, due: list[Job]) -> None:
         detail = {"attempt": attempt, "duration_ms": duration_ms, "batch": len(due)}
         ids = [job.id for job in accepted if job.attempts == attempt]
         context.store.mark_submitted_many(ids, detail)
+    # the accepted jobs' log lines are their `submitted` transitions; failures get their own
     for job in due:
+        failure = batch.failures.get(job.task_uuid)
+        if failure is None:
+            continue
         with structlog.contextvars.bound_contextvars(job_id=job.id, task_uuid=job.task_uuid):
-            failure = batch.failures.get(job.task_uuid)
-            if failure is None:
-                log.info(
-                    "job.submitted",
-                    status="submitted",
-                    attempt=job.attempts,
-                    duration_ms=duration_ms,
-                    batch=len(due),
-                )
-            elif isinstance(failure, TransientProviderError):
+            if isinstance(failure, TransientProviderError):
                 _retry_or_fail(context, job, failure)
             else:
                 _fail(context, job, _failure_of(failure))

@@ -177,7 +177,8 @@ def _p99(durations: list[float]) -> float:
 
 
 def worker_children(worker: Child) -> list[int]:
-    """The prefork pool processes of a Celery worker (its master's children)."""
+    """The prefork pool processes of a Celery worker (its master's children); none for a
+    threads pool."""
     path = Path(f"/proc/{worker.process.pid}/task/{worker.process.pid}/children")
     with contextlib.suppress(FileNotFoundError):
         return [int(pid) for pid in path.read_text().split()]

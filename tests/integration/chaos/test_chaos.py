@@ -33,7 +33,15 @@ def _assert_held(result: ChaosResult, report: list[ChaosResult]) -> None:
 
 
 def _running(chaos: ChaosFarm, name: str) -> Child:
-    return next(c for c in chaos.farm.children if c.name == name and c.process.poll() is None)
+    found = _live(chaos, name)
+    assert found is not None, f"no {name} is running"
+    return found
+
+
+def _live(chaos: ChaosFarm, name: str) -> Child | None:
+    return next(
+        (c for c in chaos.farm.children if c.name == name and c.process.poll() is None), None
+    )
 
 
 def test_worker_killed_at_random_moments_and_in_each_window(
@@ -41,12 +49,18 @@ def test_worker_killed_at_random_moments_and_in_each_window(
 ) -> None:
     def disrupt(chaos: ChaosFarm) -> None:
         rng = random.Random(11)
+        name = chaos.workers[-1].name
         for _ in range(8):
             time.sleep(rng.uniform(0.3, 1.0))
-            pool = worker_children(chaos.workers[-1])
-            if pool:
-                os.kill(rng.choice(pool), signal.SIGKILL)
-        chaos.farm.kill(chaos.workers[-1])
+            worker = _live(chaos, name)
+            if worker is None:
+                continue  # the supervisor is starting it again
+            # a prefork worker loses one pool process; a threads worker, all of itself
+            victims = worker_children(worker) or [worker.process.pid]
+            os.kill(rng.choice(victims), signal.SIGKILL)
+        worker = _live(chaos, name)
+        if worker is not None:
+            chaos.farm.kill(worker)
         chaos.start_worker("worker-b")
 
     # the crash points hit the two windows deterministically: claimed but not POSTed, and
