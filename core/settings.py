@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         20.0, gt=0, description="Sustained job API requests per second per client address."
     )
     api_rate_burst: int = Field(40, ge=1, description="Job API requests a client may burst.")
+    submit_many_max: int = Field(
+        100,
+        ge=1,
+        le=1000,
+        description="Most requests one submit_many call (or POST /v1/jobs/batch) takes.",
+    )
     download_hosts: str = Field(
         "im.runware.ai",
         description="Comma-separated hosts result images may come from, besides runware_url's.",

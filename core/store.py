@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -16,8 +17,8 @@ from sqlalchemy.exc import IntegrityError
 from core.errors import IdempotencyConflict, JobNotFound
 from core.jobs import (
     IN_FLIGHT_STATES,
-    TERMINAL_STATES,
     Job,
+    JobEvent,
     JobState,
     sources_of,
 )
@@ -35,13 +36,13 @@ from core.records import (
 )
 from core.rows import (
     CLAIM,
-    COUNT_RESULT,
     CREATE_JOB,
+    CREATE_JOBS,
+    EVENT_FIELDS,
     INSERT_EVENT,
-    INSERT_RESULT,
-    LOCK_JOB_OF_TASK,
     event_params,
     events_of,
+    execute_record_result,
     execute_with_event,
     execute_with_events,
     images_of,
@@ -50,6 +51,50 @@ from core.rows import (
     translated_errors,
 )
 from core.tables import jobs, make_engine
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job to create: its Runware parameters and what identifies it."""
+
+    params: dict[str, Any]
+    idempotency_key: str | None = None
+    # the request's identity for idempotency (GenerationRequest.fingerprint); without one,
+    # the parameters are hashed as given
+    fingerprint: str | None = None
+    retry_of: str | None = None
+
+
+def _job_row(new: NewJob, tenant: str, deadline_s: float, now: datetime) -> dict[str, Any]:
+    """The row of a queued job, keyed by column, with an id and a taskUUID of its own."""
+    return {
+        "id": str(uuid.uuid4()),
+        "task_uuid": str(uuid.uuid4()),
+        "tenant": tenant,
+        "idempotency_key": new.idempotency_key,
+        "request_hash": new.fingerprint or request_fingerprint(new.params),
+        "state": JobState.QUEUED.value,
+        "request": new.params,
+        "number_results": int(new.params.get("numberResults", 1)),
+        "images_received": 0,
+        "cost_micros": 0,
+        "estimate_micros": to_micros(estimate_usd(new.params)),
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+        "deadline_at": now + timedelta(seconds=deadline_s),
+        "retry_of": new.retry_of,
+    }
+
+
+def _created_event(at: datetime) -> dict[str, Any]:
+    return event_params("created", None, JobState.QUEUED, {}, at)
+
+
+def _same_request(row: dict[str, Any], existing: Row[Any]) -> None:
+    """IdempotencyConflict unless the job `row`'s key already names has `row`'s request."""
+    if existing.request_hash != row["request_hash"]:
+        raise IdempotencyConflict(row["idempotency_key"], existing.id)
 
 
 class JobStore:
@@ -117,27 +162,38 @@ class JobStore:
         `fingerprint` identifies the request for idempotency (GenerationRequest.fingerprint);
         without one, the parameters are hashed as given.
         """
+        new = NewJob(params, idempotency_key, fingerprint, retry_of)
+        [(job, created)] = self.create_jobs([new], tenant=tenant, deadline_s=deadline_s)
+        return job, created
+
+    def create_jobs(
+        self, new_jobs: Sequence[NewJob], *, tenant: str, deadline_s: float
+    ) -> list[tuple[Job, bool]]:
+        """Commit queued jobs, each with its taskUUID, together; returns (job, created) for
+        each, in order. A created job comes with its `created` event.
+
+        The jobs are one INSERT (up to 1,000 of them) and their events one more, in one
+        transaction. When an idempotency key already names a job (the batch came before,
+        in full or in part), those jobs are returned and the others created one by one; a
+        key whose job has another request raises IdempotencyConflict before any is created.
+        """
         now = self._clock()
-        fingerprint = fingerprint or request_fingerprint(params)
-        job_id = str(uuid.uuid4())
-        row = {
-            "id": job_id,
-            "task_uuid": str(uuid.uuid4()),
-            "tenant": tenant,
-            "idempotency_key": idempotency_key,
-            "request_hash": fingerprint,
-            "state": JobState.QUEUED.value,
-            "request": params,
-            "number_results": int(params.get("numberResults", 1)),
-            "images_received": 0,
-            "cost_micros": 0,
-            "estimate_micros": to_micros(estimate_usd(params)),
-            "attempts": 0,
-            "created_at": now,
-            "updated_at": now,
-            "deadline_at": now + timedelta(seconds=deadline_s),
-            "retry_of": retry_of,
-        }
+        rows = [_job_row(new, tenant, deadline_s, now) for new in new_jobs]
+        if len(rows) <= 1:
+            # one job is one autocommitted statement on PostgreSQL, its event included
+            return [self._create_one(row) for row in rows]
+        event = _created_event(now)
+        try:
+            with self._begin() as conn:
+                created = conn.execute(CREATE_JOBS, rows).all()
+                conn.execute(INSERT_EVENT, [event | {"event_job_id": row.id} for row in created])
+        except IntegrityError:
+            if all(row["idempotency_key"] is None for row in rows):
+                raise
+            return self._create_known(rows)
+        return [(self._queued(row), True) for row in created]
+
+    def _create_one(self, row: dict[str, Any]) -> tuple[Job, bool]:
         try:
             with self._atomic() as conn:
                 # RETURNING hands back the row as committed: no second read to build the job
@@ -145,27 +201,52 @@ class JobStore:
                     conn,
                     CREATE_JOB,
                     {f"new_{name}": value for name, value in row.items()}
-                    | event_params("created", None, JobState.QUEUED, {}, now),
+                    | _created_event(row["created_at"]),
                 )
         except IntegrityError:
-            if idempotency_key is None:
+            key = row["idempotency_key"]
+            found = {} if key is None else self._by_idempotency_keys(row["tenant"], [key])
+            if key not in found:
                 raise
-            existing = self._by_idempotency_key(tenant, idempotency_key)
-            if existing.request_hash != fingerprint:
-                raise IdempotencyConflict(idempotency_key, existing.id) from None
-            return self.get(existing.id), False
-        assert created is not None  # an INSERT either returns its row or raises
-        job = job_from_row(created, [], [])
-        self._notify(Transition(job, None, JobState.QUEUED))
-        return job, True
+        else:
+            assert created is not None  # an INSERT either returns its row or raises
+            return self._queued(created), True
+        _same_request(row, found[key])
+        return self.get(found[key].id), False
 
-    def _by_idempotency_key(self, tenant: str, key: str) -> Row[Any]:
+    def _create_known(self, rows: list[dict[str, Any]]) -> list[tuple[Job, bool]]:
+        """`create_jobs` once some of the rows' idempotency keys name jobs already."""
+        keys = [row["idempotency_key"] for row in rows if row["idempotency_key"] is not None]
+        found = self._by_idempotency_keys(rows[0]["tenant"], keys)
+        # every conflict is found before anything is created: a refused batch leaves no job
+        for row in rows:
+            if row["idempotency_key"] in found:
+                _same_request(row, found[row["idempotency_key"]])
+        return [
+            (self.get(found[row["idempotency_key"]].id), False)
+            if row["idempotency_key"] in found
+            else self._create_one(row)
+            for row in rows
+        ]
+
+    def _queued(self, row: Row[Any]) -> Job:
+        """The job of a row just committed, with its `created` event; observers are told."""
+        # the row's created_at (the event's time) as the database hands times back
+        event = _created_event(row.created_at)
+        history = [JobEvent(**{name: event[f"event_{name}"] for name in EVENT_FIELDS})]
+        job = job_from_row(row, [], history)
+        self._notify(Transition(job, None, JobState.QUEUED))
+        return job
+
+    def _by_idempotency_keys(self, tenant: str, keys: Sequence[str]) -> dict[str, Row[Any]]:
+        """The id and request_hash of the tenant's jobs under `keys`, by key."""
         with self._connect() as conn:
-            return conn.execute(
-                select(jobs.c.id, jobs.c.request_hash).where(
-                    jobs.c.tenant == tenant, jobs.c.idempotency_key == key
+            rows = conn.execute(
+                select(jobs.c.id, jobs.c.idempotency_key, jobs.c.request_hash).where(
+                    jobs.c.tenant == tenant, jobs.c.idempotency_key.in_(keys)
                 )
-            ).one()
+            ).all()
+        return {row.idempotency_key: row for row in rows}
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -361,58 +442,24 @@ class JobStore:
         A result for a terminal job is still stored and its cost counted (Runware bills
         it), but the job's state does not change.
         """
-        now = self._clock()
-        cost = to_micros(result.cost_usd)
-        with self._begin() as conn:
-            job = conn.execute(LOCK_JOB_OF_TASK, {"task_uuid": result.task_uuid}).first()
-            if job is None:
-                return ResultOutcome.UNKNOWN_TASK
-            completed: Job | None = None
-            late = JobState(job.state) in TERMINAL_STATES
-            inserted = conn.execute(
-                INSERT_RESULT,
-                {
-                    "result_task_uuid": result.task_uuid,
-                    "result_image_uuid": result.image_uuid,
-                    "result_job_id": job.id,
-                    "result_image_url": result.image_url,
-                    "result_image_data": result.image_data,
-                    "result_seed": result.seed,
-                    "result_cost_micros": cost,
-                    "result_nsfw": result.nsfw,
-                    "result_source": source,
-                    "result_late": late,
-                    "result_received_at": now,
-                },
-            ).first()
-            if inserted is None:
-                outcome = ResultOutcome.DUPLICATE
-            else:
-                outcome = ResultOutcome.LATE if late else ResultOutcome.ACCEPTED
-                completed = self._count_result(conn, job, cost, source, now)
+        params = {
+            "result_task_uuid": result.task_uuid,
+            "result_image_uuid": result.image_uuid,
+            "result_image_url": result.image_url,
+            "result_image_data": result.image_data,
+            "result_seed": result.seed,
+            "result_cost_micros": to_micros(result.cost_usd),
+            "result_nsfw": result.nsfw,
+            "result_source": source,
+            "result_received_at": self._clock(),
+        }
+        with self._atomic() as conn:
+            outcome, completion = execute_record_result(conn, params)
         for observer in self.observers:
             observer.result_recorded(outcome, result.cost_usd, source)
-        if completed is not None:
-            self._notify(Transition(completed, JobState(job.state), JobState.SUCCEEDED))
+        if completion is not None:
+            self._notify(completion)
         return outcome
-
-    def _count_result(
-        self, conn: Connection, job: Row[Any], cost: int | None, source: str, now: datetime
-    ) -> Job | None:
-        """Add a new result to its job; returns the job if this result completed it."""
-        row = conn.execute(COUNT_RESULT, {"job_id": job.id, "cost": cost or 0, "now": now}).one()
-        if JobState(job.state) in TERMINAL_STATES or row.state != JobState.SUCCEEDED.value:
-            return None
-        self._event(
-            conn,
-            job.id,
-            "completed",
-            JobState(job.state),
-            JobState.SUCCEEDED,
-            {"images": row.images_received, "source": source},
-            now,
-        )
-        return job_from_row(row, [], [])
 
     # -- helpers --------------------------------------------------------------------------
 

@@ -18,9 +18,12 @@ from core.errors import FieldIssue, NotRetryable, RequestInvalid, WaitTimedOut
 from core.jobs import Job, JobState
 from core.request_schema import GenerationRequest, parse_request
 from core.settings import Settings, get_settings
-from core.store import JobStore
+from core.store import JobStore, NewJob
 
 IDEMPOTENCY_KEY_MAX = 255
+# request i of a batch is known by f"{key}/{i}": the batch's key leaves room for the index of
+# the largest batch the settings allow (submit_many_max is at most 1,000)
+BATCH_IDEMPOTENCY_KEY_MAX = IDEMPOTENCY_KEY_MAX - len("/999")
 # long enough for any real render, short enough that a deadline is still a date
 DEADLINE_MAX_S = 7 * 24 * 3600.0
 MAX_POLL_INTERVAL_S = 1.0
@@ -29,15 +32,30 @@ POLL_BACKOFF = 1.5
 logger = structlog.get_logger(__name__)
 
 
-def _option_issues(idempotency_key: str | None, deadline_s: float | None) -> list[FieldIssue]:
+Request = Mapping[str, Any] | GenerationRequest
+
+
+def batch_item_key(idempotency_key: str, index: int) -> str:
+    """The idempotency key of request `index` of a batch submitted under `idempotency_key`."""
+    return f"{idempotency_key}/{index}"
+
+
+def nested_issue(where: str, issue: FieldIssue) -> FieldIssue:
+    """An issue of the request found at `where` in what the caller sent, named from there
+    ("" for a request given alone, whose issues keep their names)."""
+    if not where:
+        return issue
+    field = where if issue.field == "request" else f"{where}.{issue.field}"
+    return FieldIssue(field, issue.rule, issue.message)
+
+
+def _option_issues(
+    idempotency_key: str | None, deadline_s: float | None, key_max: int = IDEMPOTENCY_KEY_MAX
+) -> list[FieldIssue]:
     issues = []
-    if idempotency_key is not None and not 1 <= len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= key_max:
         issues.append(
-            FieldIssue(
-                "idempotency_key",
-                "length",
-                f"must be 1 to {IDEMPOTENCY_KEY_MAX} characters long",
-            )
+            FieldIssue("idempotency_key", "length", f"must be 1 to {key_max} characters long")
         )
     if deadline_s is not None and not 0 < deadline_s <= DEADLINE_MAX_S:
         issues.append(
@@ -46,20 +64,33 @@ def _option_issues(idempotency_key: str | None, deadline_s: float | None) -> lis
     return issues
 
 
+def _count_issues(count: int, limit: int) -> list[FieldIssue]:
+    if count < 1:
+        return [FieldIssue("requests", "min_items", "must hold at least 1 request")]
+    if count > limit:
+        message = f"must hold at most {limit} requests (FLUXFARM_SUBMIT_MANY_MAX)"
+        return [FieldIssue("requests", "max_items", message)]
+    return []
+
+
 def _validated(
-    request: Mapping[str, Any] | GenerationRequest, issues: list[FieldIssue]
-) -> GenerationRequest:
-    """The parsed request, or RequestInvalid naming its issues and the options' together."""
-    try:
-        parsed = (
-            request
-            if isinstance(request, GenerationRequest)
-            else parse_request(dict(request) if isinstance(request, Mapping) else request)
-        )
-    except RequestInvalid as exc:
-        raise RequestInvalid([*exc.issues, *issues]) from exc
-    if issues:
-        raise RequestInvalid(issues)
+    requests: Sequence[Request], places: Sequence[str], issues: list[FieldIssue]
+) -> list[GenerationRequest]:
+    """The parsed requests, or one RequestInvalid naming every issue of every request (each
+    from its place in what the caller sent) and then the options'."""
+    parsed: list[GenerationRequest] = []
+    found: list[FieldIssue] = []
+    for request, where in zip(requests, places, strict=True):
+        try:
+            parsed.append(
+                request
+                if isinstance(request, GenerationRequest)
+                else parse_request(dict(request) if isinstance(request, Mapping) else request)
+            )
+        except RequestInvalid as exc:
+            found += [nested_issue(where, issue) for issue in exc.issues]
+    if found or issues:
+        raise RequestInvalid([*found, *issues])
     return parsed
 
 
@@ -99,7 +130,7 @@ class FluxfarmClient:
 
     def submit(
         self,
-        request: Mapping[str, Any] | GenerationRequest,
+        request: Request,
         idempotency_key: str | None = None,
         deadline_s: float | None = None,
     ) -> str:
@@ -112,43 +143,115 @@ class FluxfarmClient:
 
     def submit_job(
         self,
-        request: Mapping[str, Any] | GenerationRequest,
+        request: Request,
         idempotency_key: str | None = None,
         deadline_s: float | None = None,
     ) -> tuple[Job, bool]:
         """As `submit`, returning the job and whether this call created it."""
         started = time.perf_counter()
-        parsed = _validated(request, _option_issues(idempotency_key, deadline_s))
-        job, created = self.store.create_job(
-            parsed.runware_params(),
+        parsed = _validated([request], [""], _option_issues(idempotency_key, deadline_s))
+        [queued] = self._queue(parsed, [idempotency_key], deadline_s, started)
+        return queued
+
+    def submit_many(
+        self,
+        requests: Sequence[Request],
+        idempotency_key: str | None = None,
+        deadline_s: float | None = None,
+    ) -> list[str]:
+        """Queue several generation requests together and return their job ids, in order.
+
+        All or none: every request is checked first, and one RequestInvalid names each
+        broken rule of each by its index (`requests[3].width`) and stores nothing; at most
+        `submit_many_max` requests a call. The jobs are committed in one transaction and
+        their messages published over one broker connection. Under an idempotency key,
+        request i is known by `batch_item_key(key, i)` (f"{key}/{i}"), exactly as if it
+        were submitted alone with that key: the same batch sent again returns the same
+        jobs, and a changed request i raises IdempotencyConflict.
+        """
+        queued = self.submit_jobs(requests, idempotency_key, deadline_s)
+        return [job.id for job, _created in queued]
+
+    def submit_jobs(
+        self,
+        requests: Sequence[Request],
+        idempotency_key: str | None = None,
+        deadline_s: float | None = None,
+    ) -> list[tuple[Job, bool]]:
+        """As `submit_many`, returning each job and whether this call created it."""
+        started = time.perf_counter()
+        issues = _option_issues(idempotency_key, deadline_s, BATCH_IDEMPOTENCY_KEY_MAX)
+        count = len(requests)
+        over = _count_issues(count, self.settings.submit_many_max)
+        if over:
+            # past the limit, the requests themselves are not worth reading
+            raise RequestInvalid([*over, *issues])
+        parsed = _validated(requests, [f"requests[{i}]" for i in range(count)], issues)
+        keys = [
+            None if idempotency_key is None else batch_item_key(idempotency_key, i)
+            for i in range(count)
+        ]
+        return self._queue(parsed, keys, deadline_s, started)
+
+    def _queue(
+        self,
+        parsed: Sequence[GenerationRequest],
+        keys: Sequence[str | None],
+        deadline_s: float | None,
+        started: float,
+    ) -> list[tuple[Job, bool]]:
+        """Commit the requests' jobs, publish the new ones' messages, log each job once."""
+        queued = self.store.create_jobs(
+            [
+                NewJob(request.runware_params(), key, request.fingerprint())
+                for request, key in zip(parsed, keys, strict=True)
+            ],
             tenant=self.tenant,
             deadline_s=deadline_s or self.settings.job_deadline_s,
-            idempotency_key=idempotency_key,
-            fingerprint=parsed.fingerprint(),
         )
-        with bound_contextvars(job_id=job.id, task_uuid=job.task_uuid):
-            # a repeated idempotency key found a job whose message was already published
-            published = created and self._publish(job.id)
-            logger.info(
-                "job.queued",
-                tenant=self.tenant,
-                status=job.state.value,
-                created=created,
-                published=published,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
-            )
-        return job, created
+        # a repeated idempotency key found a job whose message was already published
+        published = self._publish([job for job, created in queued if created])
+        duration_ms = round((time.perf_counter() - started) * 1000, 1)
+        for job, created in queued:
+            with bound_contextvars(job_id=job.id, task_uuid=job.task_uuid):
+                logger.info(
+                    "job.queued",
+                    tenant=self.tenant,
+                    status=job.state.value,
+                    created=created,
+                    published=job.id in published,
+                    duration_ms=duration_ms,
+                )
+        return queued
 
-    def _publish(self, job_id: str) -> bool:
+    def _publish(self, jobs: Sequence[Job]) -> set[str]:
+        """Send each job its submit message, all over one broker connection; the ids sent.
+
+        A job whose message fails is logged and stays queued. After a failure the rest are
+        not tried: kombu has already retried that message, so the broker is away, and each
+        further message would wait out retries of its own.
+        """
+        sent: set[str] = set()
+        if not jobs:
+            return sent
+        error = ""
         try:
-            # attempt 0: the claim only succeeds on a job no worker has taken yet
-            self._celery.send_task(SUBMIT_TASK, args=[job_id, 0], queue=SUBMIT_QUEUE)
-        # whatever the transport raises, the row is committed and the reaper republishes
-        # queued jobs whose message never arrived, so the caller still gets its job id
+            with self._celery.producer_or_acquire() as producer:
+                for job in jobs:
+                    # attempt 0: the claim only succeeds on a job no worker has taken yet
+                    self._celery.send_task(
+                        SUBMIT_TASK, args=[job.id, 0], queue=SUBMIT_QUEUE, producer=producer
+                    )
+                    sent.add(job.id)
+        # whatever the transport raises, the rows are committed and the reaper republishes
+        # queued jobs whose message never arrived, so the caller still gets its job ids
         except Exception as exc:
-            logger.warning("job.publish_failed", error=f"{type(exc).__name__}: {exc}")
-            return False
-        return True
+            error = f"{type(exc).__name__}: {exc}"
+        for job in jobs:
+            if job.id not in sent:
+                with bound_contextvars(job_id=job.id, task_uuid=job.task_uuid):
+                    logger.warning("job.publish_failed", error=error)
+        return sent
 
     def get(self, job_id: str) -> Job:
         """The job with its images and events; JobNotFound if it is not this tenant's."""
@@ -198,8 +301,8 @@ class FluxfarmClient:
             idempotency_key=f"retry-of:{failed.id}",
             retry_of=failed.id,
         )
+        published = job.id in self._publish([job] if created else [])
         with bound_contextvars(job_id=job.id, task_uuid=job.task_uuid):
-            published = created and self._publish(job.id)
             logger.info("job.retried", retry_of=failed.id, created=created, published=published)
         return job
 

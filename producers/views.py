@@ -143,6 +143,12 @@ class JobView(_View):
         )
 
 
+class BatchView(_View):
+    """The jobs of a batch, in the order of its requests."""
+
+    jobs: list[JobView]
+
+
 class ErrorItem(_View):
     """One reason a request was refused, naming the field and the rule it broke."""
 

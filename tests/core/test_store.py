@@ -11,12 +11,12 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy import func, inspect, select
+from sqlalchemy import event, func, inspect, select
 
-from core.errors import IdempotencyConflict, JobNotFound
+from core.errors import IdempotencyConflict, JobNotFound, StoreUnavailable
 from core.jobs import Job, JobState
 from core.migrate import upgrade
-from core.records import Failure, IncomingResult, ResultOutcome
+from core.records import Failure, IncomingResult, ResultOutcome, Transition
 from core.store import JobStore
 from core.tables import events, jobs, make_engine, results
 from tests.core.conftest import Clock
@@ -378,6 +378,131 @@ def test_concurrent_duplicates_of_one_result_are_stored_once(store: JobStore) ->
     assert sorted(map(str, outcomes)) == ["accepted"] + ["duplicate"] * 7
     assert stored_rows(store, job) == 1
     assert store.get(job.id).cost_usd == Decimal("0.045")
+
+
+class Recorder:
+    """A store observer keeping what it was told, from whichever thread told it."""
+
+    def __init__(self) -> None:
+        self.transitions: list[Transition] = []
+        self.outcomes: list[ResultOutcome] = []
+
+    def transitioned(self, transition: Transition) -> None:
+        self.transitions.append(transition)
+
+    def result_recorded(
+        self, outcome: ResultOutcome, cost_usd: Decimal | None, source: str
+    ) -> None:
+        self.outcomes.append(outcome)
+
+
+# a race is won or lost by microseconds: each runs many times, released by a barrier
+RACES = range(40)
+
+
+@pytest.mark.parametrize("race", RACES)
+def test_two_images_arriving_together_complete_a_two_image_job_once(
+    store: JobStore, race: int
+) -> None:
+    job = submitted_job(store, number_results=2)
+    recorder = Recorder()
+    store.observers.append(recorder)
+    outcomes = all_at_once(2, lambda _: store.record_result(image(job), "webhook"))
+    assert outcomes == [ResultOutcome.ACCEPTED] * 2
+    assert recorder.outcomes == [ResultOutcome.ACCEPTED] * 2
+    after = store.get(job.id, details=True)
+    assert (after.state, after.images_received) == (JobState.SUCCEEDED, 2)
+    assert after.cost_usd == Decimal("0.09")
+    [completed] = [e for e in after.events if e.kind == "completed"]
+    assert (completed.from_state, completed.to_state) == ("submitted", "succeeded")
+    assert completed.detail == {"images": 2, "source": "webhook"}
+    [transition] = recorder.transitions
+    assert (transition.from_state, transition.to_state) == (JobState.SUBMITTED, JobState.SUCCEEDED)
+    assert transition.job.images_received == 2
+
+
+@pytest.mark.parametrize("race", RACES)
+def test_two_copies_of_one_image_arriving_together_are_stored_and_counted_once(
+    store: JobStore, race: int
+) -> None:
+    job = submitted_job(store, number_results=2)
+    recorder = Recorder()
+    store.observers.append(recorder)
+    result = image(job)
+    outcomes = all_at_once(2, lambda _: store.record_result(result, "webhook"))
+    assert sorted(outcomes) == [ResultOutcome.ACCEPTED, ResultOutcome.DUPLICATE]
+    assert sorted(recorder.outcomes) == sorted(outcomes)
+    assert recorder.transitions == []
+    after = store.get(job.id, details=True)
+    assert stored_rows(store, job) == 1
+    assert (after.state, after.images_received) == (JobState.SUBMITTED, 1)
+    assert after.cost_usd == Decimal("0.045")
+    assert "completed" not in [e.kind for e in after.events]
+
+
+@pytest.mark.parametrize("race", RACES)
+def test_a_result_racing_a_failure_is_either_counted_first_or_late(
+    store: JobStore, race: int
+) -> None:
+    job = submitted_job(store, number_results=1)
+    outcome, failed = all_at_once(
+        2,
+        lambda i: (
+            store.record_result(image(job), "webhook")
+            if i == 0
+            else store.fail(job.id, Failure("provider", "boom"))
+        ),
+    )
+    after = store.get(job.id, details=True)
+    [stored] = after.images
+    kinds = [e.kind for e in after.events]
+    # Runware bills the image either way
+    assert (after.images_received, after.cost_usd) == (1, Decimal("0.045"))
+    if outcome is ResultOutcome.LATE:
+        assert failed
+        assert after.state is JobState.FAILED
+        assert stored.late
+        assert "completed" not in kinds
+    else:
+        assert outcome is ResultOutcome.ACCEPTED
+        assert not failed
+        assert after.state is JobState.SUCCEEDED
+        assert not stored.late
+        assert "failed" not in kinds
+        assert kinds.count("completed") == 1
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_recording_a_result_is_one_autocommitted_statement_on_postgresql(
+    store: JobStore,
+) -> None:
+    job = submitted_job(store, number_results=1)
+    sent: list[str] = []
+    transactions: list[str] = []
+
+    def executed(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement)
+
+    def began(conn: Any) -> None:
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            transactions.append("BEGIN")
+
+    event.listen(store.engine, "before_cursor_execute", executed)
+    event.listen(store.engine, "begin", began)
+    assert store.record_result(image(job), "webhook") is ResultOutcome.ACCEPTED
+    assert store.record_result(image(job), "webhook") is ResultOutcome.LATE
+    assert len(sent) == 2
+    assert transactions == []
+    assert store.get(job.id).state is JobState.SUCCEEDED
+
+
+def test_losing_postgresql_while_recording_a_result_raises_store_unavailable() -> None:
+    # nothing listens on port 1: connecting is refused at once
+    store = JobStore(make_engine("postgresql+psycopg://postgres@127.0.0.1:1/fluxfarm"))
+    stray = IncomingResult(str(uuid.uuid4()), str(uuid.uuid4()), "u", None, 1, None, None)
+    with pytest.raises(StoreUnavailable):
+        store.record_result(stray, "webhook")
+    store.engine.dispose()
 
 
 def test_cost_is_exact_in_micro_dollars(store: JobStore) -> None:
