@@ -29,6 +29,13 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="postgresql+psycopg:// or sqlite://; default: SQLite in data_dir."
     )
+    database_pool_size: int = Field(
+        10,
+        ge=1,
+        le=100,
+        description="PostgreSQL connections each process keeps open; the web process runs at"
+        " most this many store calls at once, so it never opens connections beyond them.",
+    )
     runware_url: str = Field(RUNWARE_API_URL, description="Runware REST endpoint.")
     runware_api_key: SecretStr | None = Field(None, description="Runware API key.")
     public_base_url: str = Field(

@@ -50,6 +50,7 @@ from core.rows import (
     transition_statement,
     translated_errors,
 )
+from core.settings import Settings
 from core.tables import jobs, make_engine
 
 
@@ -140,10 +141,15 @@ class JobStore:
             observer.transitioned(transition)
 
     @classmethod
-    def from_url(cls, url: str) -> JobStore:
+    def from_url(cls, url: str, pool_size: int = 10) -> JobStore:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        return cls(make_engine(url))
+        return cls(make_engine(url, pool_size))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JobStore:
+        """The store `settings` name, with their connection pool size."""
+        return cls.from_url(settings.resolved_database_url(), settings.database_pool_size)
 
     # -- creation -------------------------------------------------------------------------
 

@@ -135,11 +135,17 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
-    """An engine with the connection behaviour each backend needs under concurrency."""
+def make_engine(url: str, pool_size: int = 10) -> Engine:
+    """An engine with the connection behaviour each backend needs under concurrency.
+
+    On PostgreSQL `pool_size` connections stay open. A burst beyond them opens up to as
+    many more, each closed again when it is returned: a new backend per checkout costs
+    PostgreSQL far more CPU than the statement it runs, so callers keep their own
+    concurrency within `pool_size`.
+    """
     url = normalize_database_url(url)
     if not url.startswith("sqlite"):
-        engine = create_engine(url, pool_size=5, max_overflow=10)
+        engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
         event.listen(engine.pool, "checkin", _note_checkin)
         event.listen(engine.pool, "checkout", _make_ping_if_idle(engine.dialect))
         return engine

@@ -160,7 +160,7 @@ def run_broker(broker: str, config: BenchConfig) -> BrokerResult:
             log_format="json",
         )
         settings, worker, simulator_url = pipeline.settings, pipeline.worker, pipeline.simulator_url
-        store = JobStore.from_url(settings.resolved_database_url())
+        store = JobStore.from_settings(settings)
         stack.callback(store.engine.dispose)
         runner = _Runner(farm, settings, store, config)
         return runner.measure(broker, count, worker, simulator_url, counter.url)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
+from anyio import to_thread
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
@@ -41,6 +42,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings, "web")
+        # every blocking call (a store call, most of all) runs on this limiter's threads: no
+        # more of them than pooled connections, so a burst of webhooks queues here instead of
+        # opening and closing a PostgreSQL backend for each
+        to_thread.current_default_thread_limiter().total_tokens = settings.database_pool_size
         log.info(
             "web.started",
             api_auth=mode,

@@ -107,7 +107,7 @@ class FluxfarmClient:
         self.settings = settings or get_settings()
         self.tenant = tenant
         self._owns_store = store is None
-        self.store = store or JobStore.from_url(self.settings.resolved_database_url())
+        self.store = store or JobStore.from_settings(self.settings)
         self._celery = Celery("fluxfarm.producers", set_as_current=False)
         self._celery.conf.update(celery_config(self.settings))
 

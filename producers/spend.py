@@ -121,7 +121,7 @@ def _days(text: str) -> int:
 def _spend(args: argparse.Namespace) -> int:
     settings = get_settings()
     configure_logging(settings, "cli")
-    store = JobStore.from_url(settings.resolved_database_url())
+    store = JobStore.from_settings(settings)
     try:
         report = spend_report(store.engine, args.days, tenant=args.tenant)
     finally:

@@ -16,7 +16,7 @@ class ProcessContext:
 
     @cached_property
     def store(self) -> JobStore:
-        return JobStore.from_url(self.settings.resolved_database_url())
+        return JobStore.from_settings(self.settings)
 
     @cached_property
     def runware(self) -> RunwareClient:

@@ -105,7 +105,7 @@ def test_every_broken_rule_is_listed_with_request_fields_prefixed(
         ("deadlineSeconds", "exclusive_minimum"),
         ("priority", "unknown_parameter"),
     }
-    assert JobStore.from_url(settings.resolved_database_url()).count_by_state() == {}
+    assert JobStore.from_settings(settings).count_by_state() == {}
     assert broker.size() == 0
 
 

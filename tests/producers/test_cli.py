@@ -24,7 +24,7 @@ Run = Any
 
 @pytest.fixture
 def store(settings: Settings) -> JobStore:
-    return JobStore.from_url(settings.resolved_database_url())
+    return JobStore.from_settings(settings)
 
 
 @pytest.fixture
