@@ -9,6 +9,8 @@ from core import embedded_broker
 from core.settings import Settings
 
 SUBMIT_TASK = "fluxfarm.submit"
+# one message for several jobs: args [[job_id, expected_attempts], ...]
+SUBMIT_MANY_TASK = "fluxfarm.submit_many"
 REAP_TASK = "fluxfarm.reap"
 SUBMIT_QUEUE = "fluxfarm.submit"
 

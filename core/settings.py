@@ -118,6 +118,13 @@ class Settings(BaseSettings):
         description="Most jobs one POST to Runware carries: jobs a worker's threads hold at once"
         " go together.",
     )
+    submit_parallel_posts: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="POSTs to Runware each worker process has in flight at once; each carries"
+        " up to submit_batch_max jobs.",
+    )
     worker_prefetch: int = Field(
         4, ge=1, description="Messages a worker process reserves ahead (I/O-bound task)."
     )

@@ -60,6 +60,8 @@ class BenchConfig:
     concurrency: int
     pool: str
     producers: int
+    # jobs per submit call in the main phase (client.submit_many); 1 is client.submit
+    submit_batch: int
     blocking_jobs: int
     blocking_latency_s: float
     postgres_url: str
@@ -99,11 +101,15 @@ class BrokerResult:
     failed: int
     jobs_per_s: float
     produced_per_s: float
+    # the same jobs submitted one per call (client.submit)
+    single_jobs_per_s: float
+    single_produced_per_s: float
     noop_per_s: float
     stages: dict[str, Percentiles]
     half_rate_jobs_per_s: float
     half_rate_webhook: Percentiles
     processes: dict[str, ProcessFigures]
+    single_processes: dict[str, ProcessFigures]
     slow_jobs: int
     slow_jobs_per_s: float
     blocking_jobs_per_s: float
@@ -112,6 +118,10 @@ class BrokerResult:
     @property
     def ceiling_ratio(self) -> float:
         return self.jobs_per_s / self.noop_per_s
+
+    @property
+    def single_ceiling_ratio(self) -> float:
+        return self.single_jobs_per_s / self.noop_per_s
 
     @property
     def blocking_ratio(self) -> float:
@@ -206,12 +216,12 @@ class _Runner:
     ) -> BrokerResult:
         self.find_servers(broker)
         # a short warm-up so imports, connections and JIT-less caches are not in the figures
-        self.run_phase("warmup", min(50, count), self._submit_ours)
+        self.run_phase("warmup", min(50, count), self._submit_ours, batch=self.config.submit_batch)
         web = self.child("web")
-        before, offset = self.usage(), _log_size(web)
-        main = self.run_phase("main", count, self._submit_ours)
-        after = self.usage()
+        offset = _log_size(web)
+        main, processes = self.measured_phase("main", count, self.config.submit_batch)
         webhook_ms = _webhook_durations(web, offset)
+        single, single_processes = self.measured_phase("single", count, 1)
         offset = _log_size(web)
         half = self.run_phase("half", count // 2, self._submit_ours, rate=main.jobs_per_s / 2)
         half_webhook_ms = _webhook_durations(web, offset)
@@ -228,20 +238,15 @@ class _Runner:
         blocking = self.run_phase("blocking", self.config.blocking_jobs, self._submit_blocking)
         self.farm.kill(blocker)
         noop_per_s = self.noop_rate(count, counter_url)
-        processes = {
-            kind: ProcessFigures(
-                round((after[kind] - before[kind]).cpu_s * 1000 / main.count, 2),
-                round(after[kind].peak_rss_bytes / 2**20, 1),
-            )
-            for kind in after
-        }
         return BrokerResult(
             broker=broker,
             store="sqlite" if broker == "sqlite" else "postgresql",
             jobs=main.count,
-            failed=main.failed + half.failed + slow.failed + blocking.failed,
+            failed=sum(p.failed for p in (main, single, half, slow, blocking)),
             jobs_per_s=main.jobs_per_s,
             produced_per_s=main.produced_per_s,
+            single_jobs_per_s=single.jobs_per_s,
+            single_produced_per_s=single.produced_per_s,
             noop_per_s=noop_per_s,
             stages={
                 "queue_wait": Percentiles.of(main.queue_wait_ms),
@@ -252,41 +257,63 @@ class _Runner:
             half_rate_jobs_per_s=half.jobs_per_s,
             half_rate_webhook=Percentiles.of(half_webhook_ms),
             processes=processes,
+            single_processes=single_processes,
             slow_jobs=slow.count,
             slow_jobs_per_s=slow.jobs_per_s,
             blocking_jobs_per_s=blocking.jobs_per_s,
         )
 
-    def _submit_ours(self, client: FluxfarmClient) -> None:
-        client.submit(REQUEST)
+    def measured_phase(
+        self, tenant: str, count: int, batch: int
+    ) -> tuple[Phase, dict[str, ProcessFigures]]:
+        """A phase, with each process kind's CPU per 1,000 of its jobs and peak memory."""
+        before = self.usage()
+        phase = self.run_phase(tenant, count, self._submit_ours, batch=batch)
+        after = self.usage()
+        return phase, {
+            kind: ProcessFigures(
+                round((after[kind] - before[kind]).cpu_s * 1000 / phase.count, 2),
+                round(after[kind].peak_rss_bytes / 2**20, 1),
+            )
+            for kind in after
+        }
 
-    def _submit_blocking(self, client: FluxfarmClient) -> None:
+    def _submit_ours(self, client: FluxfarmClient, count: int) -> None:
+        if count == 1:
+            client.submit(REQUEST)
+        else:
+            client.submit_many([REQUEST] * count)
+
+    def _submit_blocking(self, client: FluxfarmClient, count: int) -> None:
         parsed = parse_request(REQUEST)
-        job, _ = client.store.create_job(
-            parsed.runware_params(),
-            tenant=client.tenant,
-            deadline_s=self.settings.job_deadline_s,
-            fingerprint=parsed.fingerprint(),
-        )
-        self.producer.send_task(
-            bench_blocking.BLOCKING_TASK, args=[job.id], queue=bench_blocking.BLOCKING_QUEUE
-        )
+        for _ in range(count):
+            job, _ = client.store.create_job(
+                parsed.runware_params(),
+                tenant=client.tenant,
+                deadline_s=self.settings.job_deadline_s,
+                fingerprint=parsed.fingerprint(),
+            )
+            self.producer.send_task(
+                bench_blocking.BLOCKING_TASK, args=[job.id], queue=bench_blocking.BLOCKING_QUEUE
+            )
 
     def run_phase(
         self,
         tenant: str,
         count: int,
-        submit: Callable[[FluxfarmClient], None],
+        submit: Callable[[FluxfarmClient, int], None],
         rate: float | None = None,
+        batch: int = 1,
     ) -> Phase:
-        """Submit `count` jobs from several producer threads, then wait for all of them."""
+        """Submit `count` jobs from several producer threads, `batch` per call, then wait for
+        all of them; `rate` paces the calls to that many jobs a second."""
         threads = self.config.producers
         with FluxfarmClient(self.settings, tenant=tenant, store=self.store) as client:
             shares = [count // threads + (i < count % threads) for i in range(threads)]
-            pace = None if rate is None else threads / rate
+            pace = None if rate is None else threads * batch / rate
             started = time.perf_counter()
             workers = [
-                threading.Thread(target=_produce, args=(client, submit, share, pace))
+                threading.Thread(target=_produce, args=(client, submit, share, batch, pace))
                 for share in shares
             ]
             for thread in workers:
@@ -361,13 +388,18 @@ class _Runner:
 
 
 def _produce(
-    client: FluxfarmClient, submit: Callable[[FluxfarmClient], None], count: int, pace: float | None
+    client: FluxfarmClient,
+    submit: Callable[[FluxfarmClient, int], None],
+    count: int,
+    batch: int,
+    pace: float | None,
 ) -> None:
+    """`count` jobs in calls of `batch`, one call every `pace` seconds if given."""
     started = time.perf_counter()
-    for i in range(count):
+    for call, first in enumerate(range(0, count, batch)):
         if pace is not None:
-            time.sleep(max(0.0, started + i * pace - time.perf_counter()))
-        submit(client)
+            time.sleep(max(0.0, started + call * pace - time.perf_counter()))
+        submit(client, min(batch, count - first))
 
 
 def _ms(delta: Any) -> float:

@@ -12,7 +12,7 @@ import structlog
 from celery import Celery
 from structlog.contextvars import bound_contextvars
 
-from core.broker import SUBMIT_QUEUE, SUBMIT_TASK, celery_config
+from core.broker import SUBMIT_MANY_TASK, SUBMIT_QUEUE, SUBMIT_TASK, celery_config
 from core.downloads import SafeDownloader
 from core.errors import FieldIssue, NotRetryable, RequestInvalid, WaitTimedOut
 from core.jobs import Job, JobState
@@ -225,11 +225,14 @@ class FluxfarmClient:
         return queued
 
     def _publish(self, jobs: Sequence[Job]) -> set[str]:
-        """Send each job its submit message, all over one broker connection; the ids sent.
+        """Send the jobs their submit messages, all over one broker connection; the ids sent.
 
-        A job whose message fails is logged and stays queued. After a failure the rest are
-        not tried: kombu has already retried that message, so the broker is away, and each
-        further message would wait out retries of its own.
+        Jobs go in messages of up to `submit_batch_max`, what one POST to Runware carries,
+        so a batch costs the broker and the workers one message per POST, not per job; a
+        lone job goes as the one-job task. A job whose message fails is logged and stays
+        queued. After a failure the rest are not tried: kombu has already retried that
+        message, so the broker is away, and each further message would wait out retries of
+        its own.
         """
         sent: set[str] = set()
         if not jobs:
@@ -237,12 +240,16 @@ class FluxfarmClient:
         error = ""
         try:
             with self._celery.producer_or_acquire() as producer:
-                for job in jobs:
+                size = self.settings.submit_batch_max
+                for group in (jobs[i : i + size] for i in range(0, len(jobs), size)):
                     # attempt 0: the claim only succeeds on a job no worker has taken yet
-                    self._celery.send_task(
-                        SUBMIT_TASK, args=[job.id, 0], queue=SUBMIT_QUEUE, producer=producer
+                    name, args = (
+                        (SUBMIT_TASK, [group[0].id, 0])
+                        if len(group) == 1
+                        else (SUBMIT_MANY_TASK, [[[job.id, 0] for job in group]])
                     )
-                    sent.add(job.id)
+                    self._celery.send_task(name, args=args, queue=SUBMIT_QUEUE, producer=producer)
+                    sent.update(job.id for job in group)
         # whatever the transport raises, the rows are committed and the reaper republishes
         # queued jobs whose message never arrived, so the caller still gets its job ids
         except Exception as exc:

@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from core.broker import SUBMIT_QUEUE, SUBMIT_TASK
+from core.broker import SUBMIT_MANY_TASK, SUBMIT_QUEUE, SUBMIT_TASK
 from core.errors import ProviderError, TransientProviderError
 from core.jobs import FailureReason, Job, JobState
 from core.records import Failure, utcnow
@@ -45,9 +45,17 @@ def submit(job_id: str, expected_attempts: int = 0) -> None:
     _batcher().run((job_id, expected_attempts))
 
 
+@app.task(name=SUBMIT_MANY_TASK, ignore_result=True)
+def submit_many(claims: list[list[Any]]) -> None:
+    """Submit the jobs of one message, [[job_id, expected_attempts], ...], as `submit` does
+    each: they go to Runware together, with whatever else this process holds."""
+    _batcher().run_all([(str(job_id), int(attempts)) for job_id, attempts in claims])
+
+
 @functools.cache
 def _batcher() -> Batcher[Claim]:
-    return Batcher(submit_batch, process_context().settings.submit_batch_max)
+    settings = process_context().settings
+    return Batcher(submit_batch, settings.submit_batch_max, settings.submit_parallel_posts)
 
 
 def submit_batch(claims: list[Claim]) -> None:
