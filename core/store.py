@@ -23,6 +23,7 @@ from core.jobs import (
     sources_of,
 )
 from core.pricing import estimate_usd
+from core.recording import record_results
 from core.records import (
     Failure,
     IncomingResult,
@@ -42,7 +43,6 @@ from core.rows import (
     INSERT_EVENT,
     event_params,
     events_of,
-    execute_record_result,
     execute_with_event,
     execute_with_events,
     images_of,
@@ -448,24 +448,22 @@ class JobStore:
         A result for a terminal job is still stored and its cost counted (Runware bills
         it), but the job's state does not change.
         """
-        params = {
-            "result_task_uuid": result.task_uuid,
-            "result_image_uuid": result.image_uuid,
-            "result_image_url": result.image_url,
-            "result_image_data": result.image_data,
-            "result_seed": result.seed,
-            "result_cost_micros": to_micros(result.cost_usd),
-            "result_nsfw": result.nsfw,
-            "result_source": source,
-            "result_received_at": self._clock(),
-        }
-        with self._atomic() as conn:
-            outcome, completion = execute_record_result(conn, params)
-        for observer in self.observers:
-            observer.result_recorded(outcome, result.cost_usd, source)
-        if completion is not None:
-            self._notify(completion)
+        [outcome] = self.record_results([result], source)
         return outcome
+
+    def record_results(
+        self, incoming: Sequence[IncomingResult], source: str
+    ) -> list[ResultOutcome]:
+        """`record_result` for several results at once, in one transaction (one statement on
+        PostgreSQL); their outcomes, in order."""
+        with self._atomic() as conn:
+            recorded = record_results(conn, incoming, source, self._clock())
+        for result, done in zip(incoming, recorded, strict=True):
+            for observer in self.observers:
+                observer.result_recorded(done.outcome, result.cost_usd, source)
+            if done.completion is not None:
+                self._notify(done.completion)
+        return [done.outcome for done in recorded]
 
     # -- helpers --------------------------------------------------------------------------
 

@@ -63,11 +63,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     tokens = ApiTokenStore(context.store.engine)
     install_auth(app, ApiAuth(mode, tokens), TenantClients(settings, app.state.client))
     app.add_middleware(RequestLimits, settings=settings)
+    # added last, so outermost: webhooks skip the job API's limits and authentication
+    app.add_middleware(webhook.WebhooksFirst)
     app.include_router(build_router())
     app.include_router(spend.build_router())
     install_error_handlers(app)
-    for route in webhook.routes:
-        app.router.routes.append(route)
     app.add_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     app.state.metrics = metrics.exposition_registry(
         metrics.FarmStateCollector(

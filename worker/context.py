@@ -7,6 +7,7 @@ from functools import cache, cached_property
 
 from core.settings import Settings, get_settings
 from core.store import JobStore
+from worker.recorder import WebhookRecorder
 from worker.runware import RunwareClient
 
 
@@ -21,6 +22,10 @@ class ProcessContext:
     @cached_property
     def runware(self) -> RunwareClient:
         return RunwareClient(self.settings)
+
+    @cached_property
+    def webhook_recorder(self) -> WebhookRecorder:
+        return WebhookRecorder(self.store)
 
     @cached_property
     def webhook_secrets(self) -> list[bytes]:

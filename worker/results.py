@@ -6,6 +6,7 @@ Both webhook shapes are accepted: a flat item, or an envelope with `data` and/or
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -137,18 +138,31 @@ def parse_body(body: Any) -> ParsedBody:
 
 def record(store: JobStore, parsed: ParsedBody, source: str) -> list[ResultOutcome]:
     """Apply a parsed body to the store: results once each, error items fail their job."""
-    outcomes = [store.record_result(result, source) for result in parsed.results]
-    for error in parsed.errors:
-        job_id = store.job_id_for_task(error.task_uuid)
-        if job_id is None:
-            outcomes.append(ResultOutcome.UNKNOWN_TASK)
-            continue
-        failure = Failure(
-            reason=reason_for_code(error.code),
-            message=error.message,
-            code=error.code,
-            parameter=error.parameter,
-        )
-        failed = store.fail(job_id, failure)
-        outcomes.append(ResultOutcome.ACCEPTED if failed else ResultOutcome.LATE)
+    [outcomes] = record_many(store, [parsed], source)
     return outcomes
+
+
+def record_many(
+    store: JobStore, bodies: Sequence[ParsedBody], source: str
+) -> list[list[ResultOutcome]]:
+    """`record` for several bodies: all their results in one store call, then their error
+    items; each body's outcomes, results first."""
+    incoming = [result for body in bodies for result in body.results]
+    outcomes = iter(store.record_results(incoming, source) if incoming else [])
+    found = [[next(outcomes) for _ in body.results] for body in bodies]
+    for body, own in zip(bodies, found, strict=True):
+        own += [_record_error(store, error) for error in body.errors]
+    return found
+
+
+def _record_error(store: JobStore, error: ResultError) -> ResultOutcome:
+    job_id = store.job_id_for_task(error.task_uuid)
+    if job_id is None:
+        return ResultOutcome.UNKNOWN_TASK
+    failure = Failure(
+        reason=reason_for_code(error.code),
+        message=error.message,
+        code=error.code,
+        parameter=error.parameter,
+    )
+    return ResultOutcome.ACCEPTED if store.fail(job_id, failure) else ResultOutcome.LATE

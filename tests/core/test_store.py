@@ -473,7 +473,7 @@ def test_a_result_racing_a_failure_is_either_counted_first_or_late(
 
 
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
-def test_recording_a_result_is_one_autocommitted_statement_on_postgresql(
+def test_recording_results_is_one_autocommitted_statement_on_postgresql(
     store: JobStore,
 ) -> None:
     job = submitted_job(store, number_results=1)
@@ -490,10 +490,83 @@ def test_recording_a_result_is_one_autocommitted_statement_on_postgresql(
     event.listen(store.engine, "before_cursor_execute", executed)
     event.listen(store.engine, "begin", began)
     assert store.record_result(image(job), "webhook") is ResultOutcome.ACCEPTED
-    assert store.record_result(image(job), "webhook") is ResultOutcome.LATE
+    assert store.record_results([image(job), image(job)], "webhook") == [ResultOutcome.LATE] * 2
     assert len(sent) == 2
     assert transactions == []
     assert store.get(job.id).state is JobState.SUCCEEDED
+
+
+def test_a_batch_of_results_is_recorded_as_each_would_be_alone(store: JobStore) -> None:
+    two_images = submitted_job(store, number_results=2)
+    one_image = submitted_job(store, number_results=1)
+    finished = submitted_job(store, number_results=1)
+    assert store.record_result(image(finished), "webhook") is ResultOutcome.ACCEPTED
+    stray = IncomingResult(str(uuid.uuid4()), str(uuid.uuid4()), "u", None, 1, None, None)
+    recorder = Recorder()
+    store.observers.append(recorder)
+    first, repeated = image(one_image), image(two_images)
+    batch = [
+        image(two_images),
+        first,
+        stray,
+        repeated,
+        image(finished),
+        first,  # the same delivery twice in one batch
+        stray,
+        image(one_image),  # a second, distinct image for a one-image job
+    ]
+
+    outcomes = store.record_results(batch, "webhook")
+
+    assert outcomes == [
+        ResultOutcome.ACCEPTED,
+        ResultOutcome.ACCEPTED,
+        ResultOutcome.UNKNOWN_TASK,
+        ResultOutcome.ACCEPTED,
+        ResultOutcome.LATE,
+        ResultOutcome.DUPLICATE,
+        ResultOutcome.UNKNOWN_TASK,
+        ResultOutcome.ACCEPTED,
+    ]
+    assert recorder.outcomes == outcomes
+    both = store.get(two_images.id, details=True)
+    assert (both.state, both.images_received, both.cost_usd) == (
+        JobState.SUCCEEDED,
+        2,
+        Decimal("0.09"),
+    )
+    [completed] = [e for e in both.events if e.kind == "completed"]
+    assert completed.detail == {"images": 2, "source": "webhook"}
+    single = store.get(one_image.id, details=True)
+    assert (single.state, single.images_received, single.cost_usd) == (
+        JobState.SUCCEEDED,
+        2,
+        Decimal("0.09"),
+    )
+    assert [e.kind for e in single.events].count("completed") == 1
+    late = store.get(finished.id)
+    assert (late.images_received, late.cost_usd) == (2, Decimal("0.09"))
+    assert [late.images[1].late, late.images[0].late] == [True, False]
+    assert sorted(t.job.id for t in recorder.transitions) == sorted([two_images.id, one_image.id])
+    assert all(t.to_state is JobState.SUCCEEDED for t in recorder.transitions)
+
+
+@pytest.mark.parametrize("race", range(10))
+def test_concurrent_batches_sharing_jobs_each_count_every_image_once(
+    store: JobStore, race: int
+) -> None:
+    jobs_ = [submitted_job(store, number_results=2) for _ in range(6)]
+    deliveries = [image(job, image_uuid=f"img-{n}") for job in jobs_ for n in range(2)]
+    # the same deliveries in opposite orders: locks taken in any order but one would deadlock
+    batches = [deliveries, deliveries[::-1]]
+    outcomes = all_at_once(2, lambda i: store.record_results(batches[i], "webhook"))
+    accepted = [o for batch in outcomes for o in batch if o is ResultOutcome.ACCEPTED]
+    assert len(accepted) == len(deliveries)
+    for job in jobs_:
+        after = store.get(job.id, details=True)
+        assert (after.state, after.images_received) == (JobState.SUCCEEDED, 2)
+        assert after.cost_usd == Decimal("0.09")
+        assert [e.kind for e in after.events].count("completed") == 1
 
 
 def test_losing_postgresql_while_recording_a_result_raises_store_unavailable() -> None:
