@@ -48,6 +48,8 @@ REQUEST: dict[str, Any] = {
 KINDS = ("web", "worker", "beat", "simulator")
 # the servers the pipeline leans on, whose CPU is part of each job's cost too
 SERVERS = ("database", "broker")
+# the generation times of the half-rate run spread over 0 to this many seconds
+HALF_RATE_SPREAD_S = 2.0
 STAGES = ("queue_wait", "submit_http", "webhook_to_succeeded", "created_to_succeeded")
 
 
@@ -223,9 +225,23 @@ class _Runner:
         webhook_ms = _webhook_durations(web, offset)
         single, single_processes = self.measured_phase("single", count, 1)
         offset = _log_size(web)
-        half = self.run_phase("half", count // 2, self._submit_ours, rate=main.jobs_per_s / 2)
+        # Generations take seconds, and not all the same: spread over 0-2 s, the webhooks of
+        # a batch arrive as a real farm's do, not in one burst the zero latency would make
+        _set_latency(
+            simulator_url,
+            latency_dist="uniform",
+            latency_min_s=0.0,
+            latency_max_s=HALF_RATE_SPREAD_S,
+        )
+        half = self.run_phase(
+            "half",
+            count // 2,
+            self._submit_ours,
+            rate=main.jobs_per_s / 2,
+            batch=self.config.submit_batch,
+        )
         half_webhook_ms = _webhook_durations(web, offset)
-        _set_latency(simulator_url, self.config.blocking_latency_s)
+        _set_latency(simulator_url, latency_dist="fixed", latency_s=self.config.blocking_latency_s)
         slow = self.run_phase("slow", self.config.blocking_jobs, self._submit_ours)
         self.farm.kill(worker)
         blocker = self.farm.start_worker(
@@ -425,12 +441,9 @@ def _webhook_durations(web: Child, offset: int) -> list[float]:
     return found
 
 
-def _set_latency(simulator_url: str, seconds: float) -> None:
-    response = httpx.post(
-        f"{simulator_url}/_sim/faults",
-        json={"latency_dist": "fixed", "latency_s": seconds},
-        timeout=10,
-    )
+def _set_latency(simulator_url: str, **latency: str | float) -> None:
+    """The simulator's generation latency from now on (its `latency_*` fault settings)."""
+    response = httpx.post(f"{simulator_url}/_sim/faults", json=latency, timeout=10)
     response.raise_for_status()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response, status
@@ -23,8 +24,13 @@ from core.errors import (
 )
 from core.request_schema import GenerationRequest, parse_request
 from producers.auth import Caller, caller, client_for, writer
-from producers.client import DEADLINE_MAX_S, IDEMPOTENCY_KEY_MAX, FluxfarmClient
-from producers.views import GUARDED_RESPONSES, ErrorBody, JobView
+from producers.client import (
+    BATCH_IDEMPOTENCY_KEY_MAX,
+    DEADLINE_MAX_S,
+    IDEMPOTENCY_KEY_MAX,
+    FluxfarmClient,
+)
+from producers.views import GUARDED_RESPONSES, BatchView, ErrorBody, JobView
 
 # pydantic's error types for the envelope fields, in the rule names core's schema uses
 _ENVELOPE_RULES = {
@@ -32,6 +38,8 @@ _ENVELOPE_RULES = {
     "extra_forbidden": "unknown_parameter",
     "json_invalid": "json",
     "model_attributes_type": "object",
+    "dict_type": "object",
+    "list_type": "array",
     "string_type": "string",
     "string_too_short": "min_length",
     "string_too_long": "max_length",
@@ -54,6 +62,28 @@ class SubmitBody(BaseModel):
     )
     deadline_seconds: Annotated[float, Field(gt=0, le=DEADLINE_MAX_S)] | None = Field(
         None, description="Time from creation to a terminal state; default from settings."
+    )
+
+
+class SubmitBatchBody(BaseModel):
+    """Jobs to queue together, all or none."""
+
+    model_config = ConfigDict(alias_generator=to_camel, extra="forbid", frozen=True)
+
+    requests: list[dict[str, Any]] = Field(
+        description="FLUX.2 [pro] imageInference parameters, each as `request` in POST /v1/jobs;"
+        " at most FLUXFARM_SUBMIT_MANY_MAX of them. An error names a request by its index,"
+        " e.g. `requests[3].width`."
+    )
+    idempotency_key: (
+        Annotated[str, Field(min_length=1, max_length=BATCH_IDEMPOTENCY_KEY_MAX)] | None
+    ) = Field(
+        None,
+        description="Request i of the batch is known by `{key}/{i}`, as if submitted alone"
+        " with that key: the same batch sent again returns the same jobs.",
+    )
+    deadline_seconds: Annotated[float, Field(gt=0, le=DEADLINE_MAX_S)] | None = Field(
+        None, description="Time from creation to a terminal state, for each job."
     )
 
 
@@ -109,6 +139,29 @@ def build_router() -> APIRouter:
             response.status_code = status.HTTP_200_OK
         return JobView.from_job(client.get(job.id))
 
+    @router.post(
+        "/batch",
+        status_code=status.HTTP_201_CREATED,
+        response_model=BatchView,
+        responses={
+            status.HTTP_200_OK: {
+                "model": BatchView,
+                "description": "The idempotency key already named every job; nothing queued.",
+            },
+            status.HTTP_201_CREATED: {"description": "Jobs were created and queued."},
+            status.HTTP_409_CONFLICT: {
+                "model": ErrorBody,
+                "description": "A request's key names a job with a different request.",
+            },
+            **_INVALID,
+        },
+    )
+    def submit_batch(body: SubmitBatchBody, response: Response, client: Writer) -> BatchView:
+        queued = client.submit_jobs(body.requests, body.idempotency_key, body.deadline_seconds)
+        if not any(created for _, created in queued):
+            response.status_code = status.HTTP_200_OK
+        return BatchView(jobs=[JobView.from_job(job) for job, _ in queued])
+
     @router.get("/{job_id}", response_model=JobView, responses=_NOT_FOUND)
     def get_job(job_id: str, client: Reader) -> JobView:
         return JobView.from_job(client.get(job_id))
@@ -141,9 +194,17 @@ def _in_request(issue: FieldIssue) -> FieldIssue:
     return FieldIssue(field, issue.rule, issue.message)
 
 
+def _field_name(path: Sequence[str | int]) -> str:
+    """A field as our errors name it: `requests[3].width`."""
+    return "".join(
+        f"[{part}]" if isinstance(part, int) else f".{part}" if i else part
+        for i, part in enumerate(path)
+    )
+
+
 def _envelope_issue(error: Any) -> FieldIssue:
-    path = [str(part) for part in error["loc"][1:]]
-    field = "body" if not path or error["type"] == "json_invalid" else ".".join(path)
+    path = error["loc"][1:]
+    field = "body" if not path or error["type"] == "json_invalid" else _field_name(path)
     message = str(error["msg"])
     return FieldIssue(field, _ENVELOPE_RULES.get(error["type"], error["type"]), message)
 

@@ -7,9 +7,11 @@ POST to Runware, one `submitted` statement. Under light load a batch is a single
 nothing waits; under heavy load batches grow while the previous ones are in flight, so the
 round trips per job fall exactly when they cost the most.
 
-Several flushers run at once, so one slow POST does not hold up the process: with `f`
-flushers, batches of `n` and a Runware round trip of `t` seconds, a process submits up
-to f * n / t jobs a second.
+A second flusher starts only on a full batch: while one batch is in flight, what arrives
+gathers into the next instead of going out in small pieces, and only when Runware answers
+too slowly for one flusher to keep up do full batches go out side by side. With `f`
+flushers, batches of `n` and a round trip of `t` seconds, a process submits up to
+f * n / t jobs a second.
 
 Each caller returns only once the batches that carried its items have run, so a message
 is acknowledged after its jobs were handled, as with one job per task; an exception that
@@ -19,8 +21,8 @@ ends a batch is raised in every caller with an item in it.
 from __future__ import annotations
 
 import os
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -46,8 +48,10 @@ class Batcher(Generic[Item]):
         self._max_size = max_size
         self._flushers = flushers
         # groups of entries handed in together, each at most max_size long
-        self._pending: queue.SimpleQueue[list[_Entry[Item]]] = queue.SimpleQueue()
-        self._start_lock = threading.Lock()
+        self._pending: deque[list[_Entry[Item]]] = deque()
+        self._pending_items = 0
+        self._flushing = 0
+        self._changed = threading.Condition()
         self._flusher_pid: int | None = None
 
     def run(self, item: Item) -> None:
@@ -61,9 +65,12 @@ class Batcher(Generic[Item]):
         Items handed in together stay together, in batches of `max_size`.
         """
         entries = [_Entry(item) for item in items]
-        self._ensure_flushers()
-        for start in range(0, len(entries), self._max_size):
-            self._pending.put(entries[start : start + self._max_size])
+        with self._changed:
+            self._ensure_flushers()
+            for start in range(0, len(entries), self._max_size):
+                self._pending.append(entries[start : start + self._max_size])
+            self._pending_items += len(entries)
+            self._changed.notify_all()
         for entry in entries:
             entry.done.wait()
         for entry in entries:
@@ -72,31 +79,34 @@ class Batcher(Generic[Item]):
 
     def _ensure_flushers(self) -> None:
         # threads do not survive a fork: a child that inherited this object starts its own
-        if self._flusher_pid == os.getpid():
-            return
-        with self._start_lock:
-            if self._flusher_pid != os.getpid():
-                for number in range(self._flushers):
-                    threading.Thread(
-                        target=self._flush_forever, name=f"batcher-{number}", daemon=True
-                    ).start()
-                self._flusher_pid = os.getpid()
+        if self._flusher_pid != os.getpid():
+            self._flushing = 0
+            for number in range(self._flushers):
+                threading.Thread(
+                    target=self._flush_forever, name=f"batcher-{number}", daemon=True
+                ).start()
+            self._flusher_pid = os.getpid()
+
+    def _may_start(self) -> bool:
+        if not self._pending_items:
+            return False
+        return self._flushing == 0 or self._pending_items >= self._max_size
 
     def _flush_forever(self) -> None:
-        carried: list[_Entry[Item]] = []
         while True:
-            batch = carried or self._pending.get()
-            carried = []
-            while len(batch) < self._max_size:
-                try:
-                    group = self._pending.get_nowait()
-                except queue.Empty:
-                    break
-                if len(batch) + len(group) > self._max_size:
-                    carried = group  # the next batch of this flusher starts with it
-                    break
-                batch = batch + group
-            self._flush(batch)
+            with self._changed:
+                self._changed.wait_for(self._may_start)
+                batch = self._pending.popleft()
+                while self._pending and len(batch) + len(self._pending[0]) <= self._max_size:
+                    batch = batch + self._pending.popleft()
+                self._pending_items -= len(batch)
+                self._flushing += 1
+            try:
+                self._flush(batch)
+            finally:
+                with self._changed:
+                    self._flushing -= 1
+                    self._changed.notify_all()
 
     def _flush(self, batch: list[_Entry[Item]]) -> None:
         try:

@@ -77,18 +77,23 @@ def test_fifty_jobs_succeed_with_every_image_and_cost_the_simulator_charged(
     farm: RunningFarm,
 ) -> None:
     requests = demo_requests(JOBS)
-    job_ids: list[str] = []
+    # every way in: the client one by one and in a batch, the HTTP API one by one and in a
+    # batch (both batches go to the workers as messages of several jobs)
+    quarter = JOBS // 4
+    one_by_one, batched = requests[:quarter], requests[quarter : 2 * quarter]
+    over_http, batched_over_http = requests[2 * quarter : 3 * quarter], requests[3 * quarter :]
     with FluxfarmClient(farm.settings) as client:
-        for i, request in enumerate(requests):
-            if i % 2:
-                job_ids.append(client.submit(request))
-            else:
-                # half of the jobs come in through the HTTP API of the web process
-                response = httpx.post(
-                    f"{farm.web_url}/v1/jobs", json={"request": request}, timeout=10
-                )
-                assert response.status_code == 201, response.text
-                job_ids.append(response.json()["id"])
+        job_ids = [client.submit(request) for request in one_by_one]
+        job_ids += client.submit_many(batched)
+        for request in over_http:
+            response = httpx.post(f"{farm.web_url}/v1/jobs", json={"request": request}, timeout=10)
+            assert response.status_code == 201, response.text
+            job_ids.append(response.json()["id"])
+        response = httpx.post(
+            f"{farm.web_url}/v1/jobs/batch", json={"requests": batched_over_http}, timeout=10
+        )
+        assert response.status_code == 201, response.text
+        job_ids += [view["id"] for view in response.json()["jobs"]]
         jobs = client.wait_all(job_ids, timeout=120)
 
     states = {job.id: job.state for job in jobs if job.state is not JobState.SUCCEEDED}

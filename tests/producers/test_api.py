@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.exceptions import StarletteDeprecationWarning
 
 from core.api_tokens import ApiTokenStore
-from core.broker import SUBMIT_TASK
+from core.broker import SUBMIT_MANY_TASK, SUBMIT_TASK
 from core.settings import Settings
 from core.store import JobStore
 from producers.api import build_router, install_error_handlers
@@ -133,6 +133,80 @@ def test_malformed_bodies_get_the_same_error_shape(
     assert fields_and_rules(response) == expected
 
 
+def test_a_batch_answers_201_with_its_jobs_in_order_and_one_message_per_post(
+    http: TestClient, broker: Any, valid_request: dict[str, Any]
+) -> None:
+    requests = [{**valid_request, "seed": seed} for seed in range(25)]
+
+    response = http.post("/v1/jobs/batch", json={"requests": requests})
+
+    assert response.status_code == 201
+    views = response.json()["jobs"]
+    assert [view["request"]["seed"] for view in views] == list(range(25))
+    assert {view["state"] for view in views} == {"queued"}
+    # submit_batch_max (10) jobs a message: what one POST to Runware carries
+    assert broker.drain() == [
+        (SUBMIT_MANY_TASK, [[[view["id"], 0] for view in views[start : start + 10]]])
+        for start in (0, 10, 20)
+    ]
+
+
+def test_a_batch_with_broken_requests_names_each_by_index_and_queues_nothing(
+    http: TestClient, settings: Settings, broker: Any, valid_request: dict[str, Any]
+) -> None:
+    requests = [valid_request, {**valid_request, "width": 1000}, "a cat", {"positivePrompt": ""}]
+
+    response = http.post("/v1/jobs/batch", json={"requests": requests, "idempotencyKey": ""})
+
+    assert response.status_code == 422
+    assert fields_and_rules(response) == {
+        ("requests[2]", "object"),
+        ("idempotencyKey", "min_length"),
+    }
+    requests[2] = {**valid_request, "steps": 4}
+    response = http.post("/v1/jobs/batch", json={"requests": requests})
+    assert response.status_code == 422
+    assert fields_and_rules(response) == {
+        ("requests[1].width", "multiple_of_16"),
+        ("requests[2].steps", "unknown_parameter"),
+        ("requests[3].positivePrompt", "min_length"),
+    }
+    assert JobStore.from_settings(settings).count_by_state() == {}
+    assert broker.size() == 0
+
+
+def test_a_batch_over_the_limit_or_empty_is_refused(
+    http: TestClient, settings: Settings, valid_request: dict[str, Any]
+) -> None:
+    too_many = [valid_request] * (settings.submit_many_max + 1)
+    for requests, rule in ((too_many, "max_items"), ([], "min_items")):
+        response = http.post("/v1/jobs/batch", json={"requests": requests})
+        assert response.status_code == 422
+        assert fields_and_rules(response) == {("requests", rule)}
+    assert JobStore.from_settings(settings).count_by_state() == {}
+
+
+def test_a_repeated_batch_answers_200_with_the_same_jobs_and_a_changed_one_409(
+    http: TestClient, broker: Any, valid_request: dict[str, Any]
+) -> None:
+    body = {"requests": [valid_request, {**valid_request, "seed": 7}], "idempotencyKey": "b-1"}
+
+    first = http.post("/v1/jobs/batch", json=body)
+    again = http.post("/v1/jobs/batch", json=body)
+    changed = http.post(
+        "/v1/jobs/batch", json={**body, "requests": [valid_request, {**valid_request, "seed": 8}]}
+    )
+
+    assert (first.status_code, again.status_code, changed.status_code) == (201, 200, 409)
+    ids = [view["id"] for view in first.json()["jobs"]]
+    assert [view["id"] for view in again.json()["jobs"]] == ids
+    assert fields_and_rules(changed) == {("idempotencyKey", "same_request")}
+    assert len(broker.drain()) == 1
+    # request i of the batch is the job its key names alone
+    alone = http.post("/v1/jobs", json={"request": valid_request, "idempotencyKey": "b-1/0"})
+    assert (alone.status_code, alone.json()["id"]) == (200, ids[0])
+
+
 def test_get_returns_the_job_view(http: TestClient, valid_request: dict[str, Any]) -> None:
     created = http.post("/v1/jobs", json={"request": valid_request}).json()
 
@@ -175,17 +249,17 @@ def test_cancel_answers_with_the_canceled_view(
 def test_openapi_schema_documents_the_routes_and_error_bodies(http: TestClient) -> None:
     schema = http.get("/openapi.json").json()
 
-    assert set(schema["paths"]) == {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel"}
-    submit = schema["paths"]["/v1/jobs"]["post"]
-    assert set(submit["responses"]) == {"200", "201", "409", "422"} | {
-        "400",
-        "401",
-        "403",
-        "408",
-        "413",
-        "429",
-        "503",
+    assert set(schema["paths"]) == {
+        "/v1/jobs",
+        "/v1/jobs/batch",
+        "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}/cancel",
     }
+    submit = schema["paths"]["/v1/jobs"]["post"]
+    guarded = {"400", "401", "403", "408", "413", "429", "503"}
+    assert set(submit["responses"]) == {"200", "201", "409", "422"} | guarded
+    batch = schema["paths"]["/v1/jobs/batch"]["post"]
+    assert set(batch["responses"]) == {"200", "201", "409", "422"} | guarded
     error_ref = submit["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]
     assert error_ref.endswith("/ErrorBody")
     job_view = schema["components"]["schemas"]["JobView"]

@@ -123,6 +123,23 @@ def test_unreachable_broker_still_commits_the_row_and_returns_its_id(
     assert [line["published"] for line in logs if line["event"] == "job.queued"] == [False]
 
 
+def test_a_batch_against_an_unreachable_broker_is_committed_and_each_job_logged(
+    settings: Settings, logs: list[EventDict], valid_request: dict[str, Any]
+) -> None:
+    down = settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
+    with FluxfarmClient(down) as client:
+        job_ids = client.submit_many([valid_request] * 12)
+
+        assert {client.get(job_id).state for job_id in job_ids} == {JobState.QUEUED}
+    # the reaper republishes queued jobs whose message never went out
+    failed = [line["job_id"] for line in logs if line["event"] == "job.publish_failed"]
+    assert failed == job_ids
+    queued = [line for line in logs if line["event"] == "job.queued"]
+    assert [(line["job_id"], line["published"]) for line in queued] == [
+        (job_id, False) for job_id in job_ids
+    ]
+
+
 def test_deadline_defaults_to_settings_and_can_be_given(
     client: FluxfarmClient, valid_request: dict[str, Any]
 ) -> None:

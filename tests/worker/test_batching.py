@@ -62,6 +62,43 @@ def test_an_error_that_ends_a_batch_is_raised_in_each_of_its_callers() -> None:
     batcher.run("good")  # the flusher survives the failed batch
 
 
+def test_items_handed_in_together_stay_together_in_batches_of_the_size() -> None:
+    batches: list[list[int]] = []
+    batcher: Batcher[int] = Batcher(batches.append, max_size=4, flushers=3)
+    batcher.run_all(list(range(10)))
+    assert batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_a_second_flusher_starts_only_on_a_full_batch() -> None:
+    running = threading.Semaphore(0)
+    release = threading.Event()
+    batches: list[list[int]] = []
+
+    def handle(items: list[int]) -> None:
+        batches.append(items)
+        running.release()
+        release.wait(10)
+
+    batcher: Batcher[int] = Batcher(handle, max_size=3, flushers=2)
+    threads = [threading.Thread(target=batcher.run, args=(0,))]
+    threads[0].start()
+    assert running.acquire(timeout=10)  # the first batch is in flight
+    # two items wait for it: too few for a batch of their own, so the idle flusher waits
+    threads += [threading.Thread(target=batcher.run, args=(i,)) for i in (1, 2)]
+    for thread in threads[1:]:
+        thread.start()
+    assert not running.acquire(timeout=0.3)
+    # a third makes a full batch, which the idle flusher sends beside the first
+    threads.append(threading.Thread(target=batcher.run, args=(3,)))
+    threads[-1].start()
+    assert running.acquire(timeout=10)
+    assert sorted(batches[1]) == [1, 2, 3]
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert len(batches) == 2
+
+
 def _create(context: ProcessContext, count: int, params: dict[str, Any] = PARAMS) -> list[str]:
     return [
         context.store.create_job(params, tenant="acme", deadline_s=600)[0].id for _ in range(count)

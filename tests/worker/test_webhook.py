@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -79,8 +80,9 @@ class Receiver:
             }
 
 
-def _serve(settings: Settings) -> Iterator[Receiver]:
-    upgrade(settings.resolved_database_url())
+def _serve(settings: Settings, migrate: bool = True) -> Iterator[Receiver]:
+    if migrate:
+        upgrade(settings.resolved_database_url())
     context = ProcessContext(settings)
     app = Starlette(routes=routes)
     app.state.context = context
@@ -186,6 +188,53 @@ def test_a_result_beating_the_submitted_write_completes_a_submitting_job(
     job = receiver.job(submitted=False)
     assert receiver.post(job.task_uuid, result(job)).status_code == 200
     assert receiver.store.get(job.id).state is JobState.SUCCEEDED
+
+
+def test_deliveries_arriving_together_each_get_their_own_outcomes(receiver: Receiver) -> None:
+    made = [receiver.job(number_results=2) for _ in range(10)]
+    deliveries = [(job, result(job)) for job in made for _ in range(2)]
+    deliveries += [(job, body) for job, body in deliveries[::4]]  # redelivered
+    stray = receiver.job()
+    receiver.store.cancel(stray.id)
+    deliveries.append((stray, result(stray)))
+    barrier = threading.Barrier(len(deliveries))
+
+    def deliver(job: Job, body: dict[str, Any]) -> list[str]:
+        barrier.wait(10)
+        response = receiver.post(job.task_uuid, body)
+        assert response.status_code == 200, response.text
+        outcomes: list[str] = response.json()["outcomes"]
+        return outcomes
+
+    with ThreadPoolExecutor(len(deliveries)) as pool:
+        answers = list(pool.map(lambda d: deliver(*d), deliveries))
+
+    first_copies = answers[:20]
+    repeats = answers[20:-1]
+    assert first_copies.count(["accepted"]) + repeats.count(["accepted"]) == 20
+    assert sorted(first_copies + repeats) == sorted([["accepted"]] * 20 + [["duplicate"]] * 5)
+    assert answers[-1] == ["late"]
+    for job in made:
+        after = receiver.store.get(job.id, details=True)
+        assert (after.state, after.images_received, after.cost_usd) == (
+            JobState.SUCCEEDED,
+            2,
+            Decimal("0.09"),
+        )
+        assert [e.kind for e in after.events].count("completed") == 1
+
+
+def test_a_store_outage_is_answered_503_so_runware_delivers_again(tmp_path: Path) -> None:
+    # nothing listens on port 1: every store call fails at once
+    unreachable = "postgresql+psycopg://postgres@127.0.0.1:1/fluxfarm"
+    down = make_settings(tmp_path, database_url=unreachable)
+    for receiver in _serve(down, migrate=False):
+        task_uuid = str(uuid.uuid4())
+        body = {"taskUUID": task_uuid, "imageUUID": "i", "imageURL": "https://im.runware.ai/i"}
+        response = receiver.post(task_uuid, body)
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "5"
+        assert response.json()["error"]["outcome"] == "store_unavailable"
 
 
 def test_a_duplicate_delivery_is_acknowledged_and_stored_once(receiver: Receiver) -> None:
