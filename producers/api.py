@@ -112,6 +112,18 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _submitted(
+    view: type[BaseModel], *, repeated: str, created: str, conflict: str
+) -> dict[int | str, dict[str, Any]]:
+    """The answers of a submitting route, described."""
+    return {
+        status.HTTP_200_OK: {"model": view, "description": repeated},
+        status.HTTP_201_CREATED: {"description": created},
+        status.HTTP_409_CONFLICT: {"model": ErrorBody, "description": conflict},
+        **_INVALID,
+    }
+
+
 def build_router() -> APIRouter:
     """The /v1/jobs routes; the app provides a FluxfarmClient as `app.state.client`."""
     router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -120,18 +132,12 @@ def build_router() -> APIRouter:
         "",
         status_code=status.HTTP_201_CREATED,
         response_model=JobView,
-        responses={
-            status.HTTP_200_OK: {
-                "model": JobView,
-                "description": "The idempotency key already named this job; nothing new queued.",
-            },
-            status.HTTP_201_CREATED: {"description": "The job was created and queued."},
-            status.HTTP_409_CONFLICT: {
-                "model": ErrorBody,
-                "description": "The idempotency key names a job with a different request.",
-            },
-            **_INVALID,
-        },
+        responses=_submitted(
+            JobView,
+            repeated="The idempotency key already named this job; nothing new queued.",
+            created="The job was created and queued.",
+            conflict="The idempotency key names a job with a different request.",
+        ),
     )
     def submit_job(body: SubmitBody, response: Response, client: Writer) -> JobView:
         job, created = client.submit_job(body.request, body.idempotency_key, body.deadline_seconds)
@@ -143,18 +149,12 @@ def build_router() -> APIRouter:
         "/batch",
         status_code=status.HTTP_201_CREATED,
         response_model=BatchView,
-        responses={
-            status.HTTP_200_OK: {
-                "model": BatchView,
-                "description": "The idempotency key already named every job; nothing queued.",
-            },
-            status.HTTP_201_CREATED: {"description": "Jobs were created and queued."},
-            status.HTTP_409_CONFLICT: {
-                "model": ErrorBody,
-                "description": "A request's key names a job with a different request.",
-            },
-            **_INVALID,
-        },
+        responses=_submitted(
+            BatchView,
+            repeated="The idempotency key already named every job; nothing queued.",
+            created="Jobs were created and queued.",
+            conflict="A request's key names a job with a different request.",
+        ),
     )
     def submit_batch(body: SubmitBatchBody, response: Response, client: Writer) -> BatchView:
         queued = client.submit_jobs(body.requests, body.idempotency_key, body.deadline_seconds)

@@ -218,7 +218,7 @@ class RunwareClient:
             raise exchange.failure(task_uuid)
         return exchange
 
-    def _post(self, tasks: list[dict[str, Any]]) -> _Answer:
+    def _post(self, tasks: list[dict[str, Any]]) -> _Exchange:
         headers = {
             "Authorization": f"Bearer {self._api_key.get_secret_value()}",
             "Content-Type": "application/json",
@@ -243,7 +243,7 @@ class RunwareClient:
         except orjson.JSONDecodeError:
             body = {}
         data = body.get("data", []) if isinstance(body, dict) else []
-        return _Answer(
+        return _Exchange(
             status=response.status_code,
             data=[d for d in data if isinstance(d, dict)] if isinstance(data, list) else [],
             errors=_error_items(body),
@@ -276,8 +276,9 @@ class SubmittedBatch:
 
 
 @dataclass(frozen=True)
-class _Answer:
-    """One answered POST, for every task it carried."""
+class _Exchange:
+    """One answered POST: its status and items, for every task it carried or, narrowed by
+    `for_task`, for one of them."""
 
     status: int
     data: list[dict[str, Any]]
@@ -291,16 +292,6 @@ class _Answer:
 
     def names_others(self, task_uuid: str) -> bool:
         return any(e.get("taskUUID") not in (task_uuid, None) for e in self.errors)
-
-
-@dataclass(frozen=True)
-class _Exchange:
-    """One answered POST as one task sees it: the status and the items that concern it."""
-
-    status: int
-    data: list[dict[str, Any]]
-    errors: list[dict[str, Any]]
-    retry_after: float | None
 
     @property
     def transient(self) -> bool:
