@@ -45,9 +45,9 @@ def add_command(subparsers: Any) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--brokers", default=",".join(BROKERS), help="comma-separated subset")
-    parser.add_argument("--jobs", type=int, default=2000, help="jobs per run on a real broker")
+    parser.add_argument("--jobs", type=int, default=5000, help="jobs per run on a real broker")
     parser.add_argument(
-        "--sqlite-jobs", type=int, default=500, help="jobs per run on the embedded broker"
+        "--sqlite-jobs", type=int, default=1000, help="jobs per run on the embedded broker"
     )
     defaults = Settings()
     parser.add_argument(
