@@ -64,7 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="jobs per client.submit_many call in the main run (a second run submits one by one)",
     )
     parser.add_argument(
-        "--blocking-jobs", type=int, default=20, help="jobs through each design at 2 s"
+        "--blocking-jobs",
+        type=int,
+        default=160,
+        help="jobs through each design at 2 s (ten times the default concurrency)",
     )
     parser.add_argument("--blocking-latency-s", type=float, default=2.0)
     parser.add_argument("--repeat", type=int, default=1, help="runs per broker, for the spread")
