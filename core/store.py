@@ -47,6 +47,7 @@ from core.rows import (
     execute_with_events,
     images_of,
     job_from_row,
+    state_among,
     transition_statement,
     translated_errors,
 )
@@ -422,7 +423,7 @@ class JobStore:
             if len(allowed) > 1:
                 locked = conn.execute(
                     select(jobs.c.id, jobs.c.state)
-                    .where(jobs.c.id.in_(job_ids), jobs.c.state.in_(allowed))
+                    .where(jobs.c.id.in_(job_ids), state_among(*allowed))
                     .with_for_update()
                 ).all()
                 for row in locked:
