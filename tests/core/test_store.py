@@ -17,7 +17,7 @@ from core.errors import IdempotencyConflict, JobNotFound, StoreUnavailable
 from core.jobs import Job, JobState
 from core.migrate import upgrade
 from core.records import Failure, IncomingResult, ResultOutcome, Transition
-from core.store import JobStore
+from core.store import JobStore, NewJob
 from core.tables import events, jobs, make_engine, results
 from tests.core.conftest import Clock
 
@@ -567,6 +567,33 @@ def test_concurrent_batches_sharing_jobs_each_count_every_image_once(
         assert (after.state, after.images_received) == (JobState.SUCCEEDED, 2)
         assert after.cost_usd == Decimal("0.09")
         assert [e.kind for e in after.events].count("completed") == 1
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_claims_and_transitions_find_their_jobs_by_id_however_many_share_the_state(
+    store: JobStore,
+) -> None:
+    # a backlog the statistics have not seen: the planner must not read it through the
+    # state index for each claim
+    backlog = store.create_jobs([NewJob(PARAMS)] * 5000, tenant="acme", deadline_s=900.0)
+    few = [job.id for job, _ in backlog[:10]]
+    sent: list[tuple[str, Any]] = []
+
+    def executed(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        sent.append((statement, parameters))
+
+    event.listen(store.engine, "before_cursor_execute", executed)
+    assert len(store.claim_many([(job_id, 0) for job_id in few])) == 10
+    assert len(store.mark_submitted_many(few, {"attempt": 1})) == 10
+    assert store.fail(few[0], Failure("provider", "boom"))
+    event.remove(store.engine, "before_cursor_execute", executed)
+
+    assert sent
+    with store.engine.connect() as conn:
+        for statement, parameters in sent:
+            plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + statement, parameters).scalars())
+            assert "ix_jobs_state_updated_at" not in plan, plan
+            assert "jobs_pkey" in plan, plan
 
 
 def test_losing_postgresql_while_recording_a_result_raises_store_unavailable() -> None:
