@@ -128,7 +128,8 @@ def _watch(
 def _checkpoint(
     in_flight: int, now: float, samples: list[tuple[float, int]], children: dict[str, int]
 ) -> Checkpoint:
-    earlier = [s for s in samples if s[0] <= now - WINDOW_S] or samples[:1]
+    # over the last window, or since the start (nothing in flight) if it is shorter
+    earlier = [s for s in samples if s[0] <= now - WINDOW_S] or [(0.0, 0)]
     then, count_then = earlier[-1]
     rate = (in_flight - count_then) / max(now - then, 1e-9)
     rss = {k: round(tree_usage(children[k]).rss_bytes / 2**20, 1) for k in KINDS}
