@@ -12,13 +12,13 @@ from typing import Any
 
 import structlog
 
+from core.batching import Batcher
 from core.broker import SUBMIT_MANY_TASK, SUBMIT_QUEUE, SUBMIT_TASK
 from core.errors import ProviderError, TransientProviderError
 from core.jobs import FailureReason, Job, JobState
 from core.records import Failure, utcnow
 from worker import instrumentation
 from worker.app import app
-from worker.batching import Batcher
 from worker.context import ProcessContext, process_context
 from worker.results import parse_body, record
 from worker.runware import inference_task
@@ -53,9 +53,16 @@ def submit_many(claims: list[list[Any]]) -> None:
 
 
 @functools.cache
-def _batcher() -> Batcher[Claim]:
+def _batcher() -> Batcher[Claim, None]:
     settings = process_context().settings
-    return Batcher(submit_batch, settings.submit_batch_max, settings.submit_parallel_posts)
+    return Batcher(
+        _submit_claims, settings.submit_batch_max, settings.submit_parallel_posts, name="submit"
+    )
+
+
+def _submit_claims(claims: list[Claim]) -> list[None]:
+    submit_batch(claims)
+    return [None] * len(claims)
 
 
 def submit_batch(claims: list[Claim]) -> None:
