@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 import structlog
+from structlog.typing import EventDict
 
 from core.settings import Settings
 
@@ -71,6 +72,14 @@ def _dumps(event: dict[str, Any], default: Callable[[Any], Any]) -> str:
         return json.dumps(event, default=default)
 
 
+def _kind_of_process(process: str) -> Callable[[Any, str, EventDict], EventDict]:
+    def add_process(_logger: Any, _method: str, event: EventDict) -> EventDict:
+        event.setdefault("process", process)
+        return event
+
+    return add_process
+
+
 def configure_logging(settings: Settings, process: str) -> None:
     """Route structlog and stdlib logging (Celery, uvicorn) through one renderer."""
     json_lines = settings.log_format == "json" or (
@@ -78,6 +87,9 @@ def configure_logging(settings: Settings, process: str) -> None:
     )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        # a processor, not a context variable: lines from threads the process starts later
+        # (batch flushers, pools) start with an empty context
+        _kind_of_process(process),
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -105,7 +117,6 @@ def configure_logging(settings: Settings, process: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
-    structlog.contextvars.bind_contextvars(process=process)
     # httpx logs every request URL at INFO, and our URLs carry webhook tokens
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # Celery's two lines per message ("received", "succeeded in") say less than our

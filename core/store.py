@@ -65,6 +65,8 @@ class NewJob:
     # the parameters are hashed as given
     fingerprint: str | None = None
     retry_of: str | None = None
+    # creation -> terminal for this job; without it, the one create_jobs is given
+    deadline_s: float | None = None
 
 
 def _job_row(new: NewJob, tenant: str, deadline_s: float, now: datetime) -> dict[str, Any]:
@@ -84,7 +86,7 @@ def _job_row(new: NewJob, tenant: str, deadline_s: float, now: datetime) -> dict
         "attempts": 0,
         "created_at": now,
         "updated_at": now,
-        "deadline_at": now + timedelta(seconds=deadline_s),
+        "deadline_at": now + timedelta(seconds=new.deadline_s or deadline_s),
         "retry_of": new.retry_of,
     }
 

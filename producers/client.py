@@ -9,16 +9,15 @@ from types import TracebackType
 from typing import Any, Self
 
 import structlog
-from celery import Celery
 from structlog.contextvars import bound_contextvars
 
-from core.broker import SUBMIT_MANY_TASK, SUBMIT_QUEUE, SUBMIT_TASK, celery_config
 from core.downloads import SafeDownloader
 from core.errors import FieldIssue, NotRetryable, RequestInvalid, WaitTimedOut
 from core.jobs import Job, JobState
 from core.request_schema import GenerationRequest, parse_request
 from core.settings import Settings, get_settings
-from core.store import JobStore, NewJob
+from core.store import JobStore
+from producers.queueing import JobQueue, Submission
 
 IDEMPOTENCY_KEY_MAX = 255
 # request i of a batch is known by f"{key}/{i}": the batch's key leaves room for the index of
@@ -108,8 +107,7 @@ class FluxfarmClient:
         self.tenant = tenant
         self._owns_store = store is None
         self.store = store or JobStore.from_settings(self.settings)
-        self._celery = Celery("fluxfarm.producers", set_as_current=False)
-        self._celery.conf.update(celery_config(self.settings))
+        self._jobs = JobQueue(self.settings, self.store, tenant)
 
     def __enter__(self) -> Self:
         return self
@@ -124,7 +122,7 @@ class FluxfarmClient:
 
     def close(self) -> None:
         """Release broker connections, and the store's pool if this client opened it."""
-        self._celery.close()
+        self._jobs.close()
         if self._owns_store:
             self.store.engine.dispose()
 
@@ -149,9 +147,8 @@ class FluxfarmClient:
     ) -> tuple[Job, bool]:
         """As `submit`, returning the job and whether this call created it."""
         started = time.perf_counter()
-        parsed = _validated([request], [""], _option_issues(idempotency_key, deadline_s))
-        [queued] = self._queue(parsed, [idempotency_key], deadline_s, started)
-        return queued
+        [parsed] = _validated([request], [""], _option_issues(idempotency_key, deadline_s))
+        return self._jobs.queue_one(Submission(parsed, idempotency_key, deadline_s, started))
 
     def submit_many(
         self,
@@ -187,78 +184,17 @@ class FluxfarmClient:
             # past the limit, the requests themselves are not worth reading
             raise RequestInvalid([*over, *issues])
         parsed = _validated(requests, [f"requests[{i}]" for i in range(count)], issues)
-        keys = [
-            None if idempotency_key is None else batch_item_key(idempotency_key, i)
-            for i in range(count)
-        ]
-        return self._queue(parsed, keys, deadline_s, started)
-
-    def _queue(
-        self,
-        parsed: Sequence[GenerationRequest],
-        keys: Sequence[str | None],
-        deadline_s: float | None,
-        started: float,
-    ) -> list[tuple[Job, bool]]:
-        """Commit the requests' jobs, publish the new ones' messages, log each job once."""
-        queued = self.store.create_jobs(
+        return self._jobs.queue(
             [
-                NewJob(request.runware_params(), key, request.fingerprint())
-                for request, key in zip(parsed, keys, strict=True)
-            ],
-            tenant=self.tenant,
-            deadline_s=deadline_s or self.settings.job_deadline_s,
-        )
-        # a repeated idempotency key found a job whose message was already published
-        published = self._publish([job for job, created in queued if created])
-        duration_ms = round((time.perf_counter() - started) * 1000, 1)
-        for job, created in queued:
-            with bound_contextvars(job_id=job.id, task_uuid=job.task_uuid):
-                logger.info(
-                    "job.queued",
-                    tenant=self.tenant,
-                    status=job.state.value,
-                    created=created,
-                    published=job.id in published,
-                    duration_ms=duration_ms,
+                Submission(
+                    request,
+                    None if idempotency_key is None else batch_item_key(idempotency_key, i),
+                    deadline_s,
+                    started,
                 )
-        return queued
-
-    def _publish(self, jobs: Sequence[Job]) -> set[str]:
-        """Send the jobs their submit messages, all over one broker connection; the ids sent.
-
-        Jobs go in messages of up to `submit_batch_max`, what one POST to Runware carries,
-        so a batch costs the broker and the workers one message per POST, not per job; a
-        lone job goes as the one-job task. A job whose message fails is logged and stays
-        queued. After a failure the rest are not tried: kombu has already retried that
-        message, so the broker is away, and each further message would wait out retries of
-        its own.
-        """
-        sent: set[str] = set()
-        if not jobs:
-            return sent
-        error = ""
-        try:
-            with self._celery.producer_or_acquire() as producer:
-                size = self.settings.submit_batch_max
-                for group in (jobs[i : i + size] for i in range(0, len(jobs), size)):
-                    # attempt 0: the claim only succeeds on a job no worker has taken yet
-                    name, args = (
-                        (SUBMIT_TASK, [group[0].id, 0])
-                        if len(group) == 1
-                        else (SUBMIT_MANY_TASK, [[[job.id, 0] for job in group]])
-                    )
-                    self._celery.send_task(name, args=args, queue=SUBMIT_QUEUE, producer=producer)
-                    sent.update(job.id for job in group)
-        # whatever the transport raises, the rows are committed and the reaper republishes
-        # queued jobs whose message never arrived, so the caller still gets its job ids
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        for job in jobs:
-            if job.id not in sent:
-                with bound_contextvars(job_id=job.id, task_uuid=job.task_uuid):
-                    logger.warning("job.publish_failed", error=error)
-        return sent
+                for i, request in enumerate(parsed)
+            ]
+        )
 
     def get(self, job_id: str) -> Job:
         """The job with its images and events; JobNotFound if it is not this tenant's."""
@@ -308,7 +244,7 @@ class FluxfarmClient:
             idempotency_key=f"retry-of:{failed.id}",
             retry_of=failed.id,
         )
-        published = job.id in self._publish([job] if created else [])
+        published = job.id in self._jobs.publish([job] if created else [])
         with bound_contextvars(job_id=job.id, task_uuid=job.task_uuid):
             logger.info("job.retried", retry_of=failed.id, created=created, published=published)
         return job

@@ -12,7 +12,7 @@ from structlog.contextvars import merge_contextvars
 from structlog.testing import capture_logs
 from structlog.typing import EventDict
 
-from core.broker import SUBMIT_QUEUE, celery_config
+from core.broker import SUBMIT_QUEUE, SUBMIT_TASK, celery_config
 from core.migrate import upgrade
 from core.settings import Settings
 from producers.client import FluxfarmClient
@@ -64,6 +64,13 @@ class BrokerQueue:
             finally:
                 queue.close()
         return taken
+
+    def job_ids(self) -> list[str]:
+        """Take every message off the queue: the ids of the jobs they carry, in order."""
+        found: list[str] = []
+        for task, args in self.drain():
+            found += [args[0]] if task == SUBMIT_TASK else [job_id for job_id, _ in args[0]]
+        return found
 
 
 @pytest.fixture

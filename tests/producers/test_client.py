@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 from structlog.typing import EventDict
 
-from core.broker import SUBMIT_TASK
+from core.broker import SUBMIT_MANY_TASK, SUBMIT_TASK
 from core.errors import IdempotencyConflict, JobNotFound, RequestInvalid, WaitTimedOut
 from core.jobs import JobState
 from core.records import Failure
@@ -218,4 +219,74 @@ def test_one_client_serves_many_threads(
         ids = list(pool.map(submit, [0, 1, 2, 3] * 2))
 
     assert ids[:4] == ids[4:]
-    assert sorted(args[0] for _task, args in broker.drain()) == sorted(ids[:4])
+    assert sorted(broker.job_ids()) == sorted(ids[:4])
+
+
+class HeldFirstCommit:
+    """Holds the store's first commit until released, so that submissions made meanwhile
+    gather behind it, as they do under load."""
+
+    def __init__(self, client: FluxfarmClient, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.holding = threading.Event()
+        self.release = threading.Event()
+        self.batches: list[int] = []
+        create_jobs = client.store.create_jobs
+
+        def held(new_jobs: Any, **kwargs: Any) -> Any:
+            self.batches.append(len(new_jobs))
+            if len(self.batches) == 1:
+                self.holding.set()
+                self.release.wait(10)
+            return create_jobs(new_jobs, **kwargs)
+
+        monkeypatch.setattr(client.store, "create_jobs", held)
+
+
+def test_submissions_made_together_share_a_commit_and_a_message(
+    client: FluxfarmClient,
+    broker: Any,
+    valid_request: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    held = HeldFirstCommit(client, monkeypatch)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        first = pool.submit(client.submit, valid_request)
+        assert held.holding.wait(10)
+        rest = [pool.submit(client.submit, {**valid_request, "seed": n}) for n in range(6)]
+        time.sleep(0.3)  # the six wait behind the held commit
+        held.release.set()
+        ids = [first.result(10), *(future.result(10) for future in rest)]
+
+    assert held.batches == [1, 6]
+    assert len(set(ids)) == 7
+    assert [client.get(job_id).request.get("seed") for job_id in ids[1:]] == list(range(6))
+    messages = broker.drain()
+    assert messages[0] == (SUBMIT_TASK, [ids[0], 0])
+    assert messages[1][0] == SUBMIT_MANY_TASK
+    assert sorted(job_id for job_id, _ in messages[1][1][0]) == sorted(ids[1:])
+
+
+def test_a_conflicting_key_among_submissions_made_together_fails_only_its_caller(
+    client: FluxfarmClient,
+    broker: Any,
+    valid_request: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    taken = client.submit(valid_request, idempotency_key="taken")
+    broker.drain()
+    held = HeldFirstCommit(client, monkeypatch)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        first = pool.submit(client.submit, valid_request)
+        assert held.holding.wait(10)
+        fine = [pool.submit(client.submit, {**valid_request, "seed": n}) for n in range(3)]
+        clash = pool.submit(client.submit, {**valid_request, "seed": 99}, "taken")
+        same = pool.submit(client.submit, valid_request, "taken")
+        time.sleep(0.3)
+        held.release.set()
+        created = [first.result(10), *(future.result(10) for future in fine)]
+        with pytest.raises(IdempotencyConflict):
+            clash.result(10)
+        assert same.result(10) == taken
+
+    assert len(set(created)) == 4
+    assert sorted(broker.job_ids()) == sorted(created)
