@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     for broker in args.brokers.split(","):
         for attempt in range(args.repeat):
             print(f"# {broker}: run {attempt + 1} of {args.repeat}", file=sys.stderr, flush=True)
-            results.append(run_broker(broker, config))
+            results.append(run_broker(broker, config, attempt + 1))
     print(report(results, config))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -143,9 +143,11 @@ class Phase:
     submit_http_ms: list[float]
 
 
-def run_broker(broker: str, config: BenchConfig) -> BrokerResult:
+def run_broker(broker: str, config: BenchConfig, run: int = 1) -> BrokerResult:
     """Start a farm on `broker`, measure every figure, stop it."""
-    data_dir = (config.work_dir / broker).resolve()
+    # a directory per run: kombu keeps its embedded broker's engine per file path for the
+    # life of the process, and a file deleted under it is read-only to that engine
+    data_dir = (config.work_dir / broker / f"run-{run}").resolve()
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
     count = config.sqlite_jobs if broker == "sqlite" else config.jobs
