@@ -1,0 +1,57 @@
+"""`fluxfarm bench` runs to its tables and JSON on the embedded default (no speed asserted:
+the figures are the benchmark's to print, CI machines are too noisy to judge them)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+FIGURES = ("jobs_per_s", "single_jobs_per_s", "noop_per_s", "slow_jobs_per_s")
+
+
+def test_bench_measures_every_figure_on_each_run(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fluxfarm.cli",
+            "bench",
+            "--brokers",
+            "sqlite",
+            "--sqlite-jobs",
+            "30",
+            "--submit-batch",
+            "10",
+            "--blocking-jobs",
+            "4",
+            "--blocking-latency-s",
+            "0.5",
+            "--repeat",
+            "2",
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "| sqlite | 30 |" in done.stdout
+    runs = json.loads(out.read_text())["runs"]
+    assert len(runs) == 2
+    for run in runs:
+        assert run["failed"] == 0
+        assert all(run[figure] > 0 for figure in FIGURES)
+        assert {"queue_wait", "submit_http", "webhook_to_succeeded"} <= set(run["stages"])
+        assert {"web", "worker", "simulator"} <= set(run["processes"])
