@@ -4,7 +4,7 @@ PostgreSQL, in the caller's transaction step by step elsewhere."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,6 +23,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.types import TypeEngine
 
 from core.jobs import IN_FLIGHT_STATES, TERMINAL_STATES, JobState
 from core.records import IncomingResult, ResultOutcome, Transition, to_micros
@@ -35,6 +36,7 @@ _TERMINAL = ", ".join(f"'{state.value}'" for state in sorted(TERMINAL_STATES))
 _IN_FLIGHT = ", ".join(f"'{state.value}'" for state in IN_FLIGHT_STATES)
 _SUCCEEDED = f"'{JobState.SUCCEEDED.value}'"
 
+
 # PostgreSQL: every result of the batch in one autocommitted statement.
 # `locked` takes the row locks of the batch's jobs in id order, so two batches sharing jobs
 # wait for each other instead of deadlocking. The parts share one snapshot, taken before
@@ -44,15 +46,11 @@ _SUCCEEDED = f"'{JobState.SUCCEEDED.value}'"
 # duplicate stores, counts and logs nothing.
 # One row per incoming result, in order: `prior_state` (NULL: no job has the task), `late`
 # (NULL: a duplicate), `completed`, and the job as counted.
-_RECORD_RESULTS_SQL = f"""
-WITH incoming AS (
-  SELECT * FROM unnest(
-    CAST(:task_uuids AS VARCHAR[]), CAST(:image_uuids AS VARCHAR[]),
-    CAST(:image_urls AS TEXT[]), CAST(:image_datas AS TEXT[]), CAST(:seeds AS BIGINT[]),
-    CAST(:costs AS BIGINT[]), CAST(:nsfws AS BOOLEAN[])
-  ) WITH ORDINALITY
-    AS i(task_uuid, image_uuid, image_url, image_data, seed, cost_micros, nsfw, position)
-), locked AS (
+def _record_results_sql(incoming: str) -> str:
+    """The statement, the batch's results read by the query `incoming` (columns task_uuid,
+    image_uuid, image_url, image_data, seed, cost_micros, nsfw, position)."""
+    return f"""
+WITH incoming AS ({incoming}), locked AS (
   SELECT id, state, task_uuid FROM jobs
   WHERE task_uuid IN (SELECT task_uuid FROM incoming) ORDER BY id FOR UPDATE
 ), stored AS (
@@ -96,28 +94,54 @@ LEFT JOIN stored ON stored.task_uuid = i.task_uuid AND stored.image_uuid = i.ima
 LEFT JOIN counted ON counted.id = locked.id
 LEFT JOIN logged ON logged.job_id = counted.id
 ORDER BY i.position
-"""  # noqa: S608 -- only our own state names are interpolated
+"""  # noqa: S608 -- only our own state names and queries are interpolated
 
-RECORD_RESULTS = (
-    text(_RECORD_RESULTS_SQL)
-    .bindparams(
-        bindparam("task_uuids", type_=ARRAY(String())),
-        bindparam("image_uuids", type_=ARRAY(String())),
-        bindparam("image_urls", type_=ARRAY(Text())),
-        bindparam("image_datas", type_=ARRAY(Text())),
-        bindparam("seeds", type_=ARRAY(BigInteger())),
-        bindparam("costs", type_=ARRAY(BigInteger())),
-        bindparam("nsfws", type_=ARRAY(Boolean())),
-        bindparam("source", type_=results.c.source.type),
-        bindparam("received_at", type_=results.c.received_at.type),
+
+_MANY = """
+  SELECT * FROM unnest(
+    CAST(:task_uuids AS VARCHAR[]), CAST(:image_uuids AS VARCHAR[]),
+    CAST(:image_urls AS TEXT[]), CAST(:image_datas AS TEXT[]), CAST(:seeds AS BIGINT[]),
+    CAST(:costs AS BIGINT[]), CAST(:nsfws AS BOOLEAN[])
+  ) WITH ORDINALITY
+    AS i(task_uuid, image_uuid, image_url, image_data, seed, cost_micros, nsfw, position)
+"""
+# One result, as plain values: PostgreSQL plans a statement over arrays again for every
+# call (their length changes its estimates), and this one once per connection, and most
+# batches of a calm farm are a single webhook.
+_ONE = """
+  SELECT CAST(:task_uuids AS VARCHAR) AS task_uuid, CAST(:image_uuids AS VARCHAR) AS image_uuid,
+    CAST(:image_urls AS TEXT) AS image_url, CAST(:image_datas AS TEXT) AS image_data,
+    CAST(:seeds AS BIGINT) AS seed, CAST(:costs AS BIGINT) AS cost_micros,
+    CAST(:nsfws AS BOOLEAN) AS nsfw, 1 AS position
+"""
+
+
+def _record_statement(incoming: str, typed: Callable[[TypeEngine[Any]], TypeEngine[Any]]) -> Any:
+    """The statement over `incoming`, the results' parameters typed by `typed`."""
+    return (
+        text(_record_results_sql(incoming))
+        .bindparams(
+            bindparam("task_uuids", type_=typed(String())),
+            bindparam("image_uuids", type_=typed(String())),
+            bindparam("image_urls", type_=typed(Text())),
+            bindparam("image_datas", type_=typed(Text())),
+            bindparam("seeds", type_=typed(BigInteger())),
+            bindparam("costs", type_=typed(BigInteger())),
+            bindparam("nsfws", type_=typed(Boolean())),
+            bindparam("source", type_=results.c.source.type),
+            bindparam("received_at", type_=results.c.received_at.type),
+        )
+        .columns(
+            prior_state=jobs.c.state.type,
+            late=results.c.late.type,
+            completed=Boolean(),
+            **{column.name: column.type for column in jobs.c},
+        )
     )
-    .columns(
-        prior_state=jobs.c.state.type,
-        late=results.c.late.type,
-        completed=Boolean(),
-        **{column.name: column.type for column in jobs.c},
-    )
-)
+
+
+RECORD_RESULTS = _record_statement(_MANY, ARRAY)
+RECORD_ONE_RESULT = _record_statement(_ONE, lambda scalar: scalar)
 
 # The steps elsewhere, in the caller's transaction. The job's row lock comes first: without
 # it concurrent results each read `submitted` and each log "completed".
@@ -214,20 +238,21 @@ _Step = tuple[str | None, bool | None, Row[Any] | None]
 def _in_one_statement(
     conn: Connection, distinct: Sequence[IncomingResult], source: str, received_at: datetime
 ) -> list[_Step]:
-    rows = conn.execute(
-        RECORD_RESULTS,
-        {
-            "task_uuids": [r.task_uuid for r in distinct],
-            "image_uuids": [r.image_uuid for r in distinct],
-            "image_urls": [r.image_url for r in distinct],
-            "image_datas": [r.image_data for r in distinct],
-            "seeds": [r.seed for r in distinct],
-            "costs": [to_micros(r.cost_usd) for r in distinct],
-            "nsfws": [r.nsfw for r in distinct],
-            "source": source,
-            "received_at": received_at,
-        },
-    ).all()
+    columns: dict[str, list[Any]] = {
+        "task_uuids": [r.task_uuid for r in distinct],
+        "image_uuids": [r.image_uuid for r in distinct],
+        "image_urls": [r.image_url for r in distinct],
+        "image_datas": [r.image_data for r in distinct],
+        "seeds": [r.seed for r in distinct],
+        "costs": [to_micros(r.cost_usd) for r in distinct],
+        "nsfws": [r.nsfw for r in distinct],
+    }
+    values: dict[str, Any] = columns
+    statement = RECORD_RESULTS
+    if len(distinct) == 1:
+        statement, values = RECORD_ONE_RESULT, {k: v[0] for k, v in columns.items()}
+    params = values | {"source": source, "received_at": received_at}
+    rows = conn.execute(statement, params).all()
     # every row of a completed job carries the completion: it belongs to the job's last
     # result in the batch, the one that would have completed it had they come one by one
     last_of_job = {row.id: place for place, row in enumerate(rows) if row.completed}
