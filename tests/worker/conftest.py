@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -67,3 +68,14 @@ def contexts(tmp_path: Path, sim: SimulatorHandle) -> Iterator[Callable[[bool], 
     for context in made:
         context.runware.close()
         context.store.engine.dispose()
+
+
+# 1536 x 1024 is 1.5 megapixels, rounded up to 2: $0.045 a job, as in the seed's example
+PARAMS: dict[str, Any] = {"positivePrompt": "a salt cathedral", "width": 1536, "height": 1024}
+
+
+def queued_jobs(context: ProcessContext, count: int, params: dict[str, Any] = PARAMS) -> list[str]:
+    """The ids of `count` new queued jobs of tenant acme."""
+    return [
+        context.store.create_job(params, tenant="acme", deadline_s=600)[0].id for _ in range(count)
+    ]

@@ -5,21 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
 
 import pytest
 
 from core.jobs import JobState
 from simulator.testing import SimulatorHandle
+from tests.worker.conftest import PARAMS, queued_jobs
 from worker.context import ProcessContext
-
-PARAMS: dict[str, Any] = {"positivePrompt": "a salt cathedral", "width": 1536, "height": 1024}
-
-
-def _create(context: ProcessContext, count: int, params: dict[str, Any] = PARAMS) -> list[str]:
-    return [
-        context.store.create_job(params, tenant="acme", deadline_s=600)[0].id for _ in range(count)
-    ]
 
 
 def test_one_post_carries_the_batch_and_each_job_is_judged_on_its_own(
@@ -32,9 +24,9 @@ def test_one_post_carries_the_batch_and_each_job_is_judged_on_its_own(
 
     context = contexts(False)
     monkeypatch.setattr(tasks, "process_context", lambda: context)
-    good = _create(context, 4)
+    good = queued_jobs(context, 4)
     # bypasses our own validation, as a rule Runware tightened later would
-    (bad,) = _create(context, 1, PARAMS | {"width": 100})
+    (bad,) = queued_jobs(context, 1, PARAMS | {"width": 100})
     already_claimed = good[0]
     assert context.store.claim(already_claimed, 0) is not None
     requests_before = sim.stats()["requests"]
@@ -68,7 +60,7 @@ def test_a_batch_near_the_budget_refuses_only_the_jobs_that_do_not_fit(
 
     context = contexts(True)  # $0.10 a day; each job is estimated at $0.045
     monkeypatch.setattr(tasks, "process_context", lambda: context)
-    job_ids = _create(context, 3)
+    job_ids = queued_jobs(context, 3)
 
     tasks.submit_batch([(job_id, 0) for job_id in job_ids])
 

@@ -7,18 +7,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import ModuleType
-from typing import Any
 
 import pytest
 
 from core.jobs import JobState
 from simulator.testing import SimulatorHandle
+from tests.worker.conftest import queued_jobs
 from worker.context import ProcessContext
 
-# 1536 x 1024 is 1.5 megapixels, rounded up to 2: $0.045 a job, as in the seed's example
 FAR_PAST = datetime(2000, 1, 1, tzinfo=UTC)
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
-PARAMS: dict[str, Any] = {"positivePrompt": "a salt cathedral", "width": 1536, "height": 1024}
 
 
 def _submit_all(
@@ -27,9 +25,7 @@ def _submit_all(
     from worker import tasks  # noqa: PLC0415 -- imported after worker.app is set up
 
     monkeypatch.setattr(tasks, "process_context", lambda: context)
-    job_ids = [
-        context.store.create_job(PARAMS, tenant="acme", deadline_s=600)[0].id for _ in range(count)
-    ]
+    job_ids = queued_jobs(context, count)
     for job_id in job_ids:
         tasks.submit(job_id, 0)
     return [context.store.get(job_id).state for job_id in job_ids]
