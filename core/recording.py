@@ -203,30 +203,25 @@ def record_results(
     A result repeated within `incoming` is recorded at its first place and is a
     DUPLICATE at the others (UNKNOWN_TASK if its task is unknown).
     """
-    places: dict[tuple[str, str], int] = {}
-    distinct: list[IncomingResult] = []
-    firsts: list[bool] = []
+    distinct: dict[tuple[str, str], IncomingResult] = {}
     for result in incoming:
-        key = (result.task_uuid, result.image_uuid)
-        firsts.append(key not in places)
-        if key not in places:
-            places[key] = len(distinct)
-            distinct.append(result)
+        distinct.setdefault((result.task_uuid, result.image_uuid), result)
     if conn.dialect.name == "postgresql":
-        steps = _in_one_statement(conn, distinct, source, received_at)
+        steps = _in_one_statement(conn, list(distinct.values()), source, received_at)
     else:
         before_batch: dict[str, str] = {}
-        steps = [_in_steps(conn, r, source, received_at, before_batch) for r in distinct]
-    recorded = [_recorded(*step) for step in steps]
+        steps = [_in_steps(conn, r, source, received_at, before_batch) for r in distinct.values()]
+    recorded = dict(zip(distinct, (_recorded(*step) for step in steps), strict=True))
     found = []
-    for result, first in zip(incoming, firsts, strict=True):
-        own = recorded[places[(result.task_uuid, result.image_uuid)]]
-        if first:
-            found.append(own)
-        elif own.outcome is ResultOutcome.UNKNOWN_TASK:
-            found.append(Recorded(ResultOutcome.UNKNOWN_TASK))
-        else:
-            found.append(Recorded(ResultOutcome.DUPLICATE))
+    answered: set[tuple[str, str]] = set()
+    for result in incoming:
+        key = (result.task_uuid, result.image_uuid)
+        own = recorded[key]
+        if key in answered:
+            unknown = own.outcome is ResultOutcome.UNKNOWN_TASK
+            own = Recorded(ResultOutcome.UNKNOWN_TASK if unknown else ResultOutcome.DUPLICATE)
+        answered.add(key)
+        found.append(own)
     return found
 
 

@@ -39,7 +39,6 @@ from core.rows import (
     CLAIM,
     CREATE_JOB,
     CREATE_JOBS,
-    EVENT_FIELDS,
     INSERT_EVENT,
     event_params,
     events_of,
@@ -52,7 +51,7 @@ from core.rows import (
     translated_errors,
 )
 from core.settings import Settings
-from core.tables import jobs, make_engine
+from core.tables import DEFAULT_POOL_SIZE, jobs, make_engine
 
 
 @dataclass(frozen=True)
@@ -144,7 +143,7 @@ class JobStore:
             observer.transitioned(transition)
 
     @classmethod
-    def from_url(cls, url: str, pool_size: int = 10) -> JobStore:
+    def from_url(cls, url: str, pool_size: int = DEFAULT_POOL_SIZE) -> JobStore:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return cls(make_engine(url, pool_size))
@@ -241,9 +240,8 @@ class JobStore:
     def _queued(self, row: Row[Any]) -> Job:
         """The job of a row just committed, with its `created` event; observers are told."""
         # the row's created_at (the event's time) as the database hands times back
-        event = _created_event(row.created_at)
-        history = [JobEvent(**{name: event[f"event_{name}"] for name in EVENT_FIELDS})]
-        job = job_from_row(row, [], history)
+        created = JobEvent(row.created_at, "created", None, JobState.QUEUED.value, {})
+        job = job_from_row(row, [], [created])
         self._notify(Transition(job, None, JobState.QUEUED))
         return job
 
@@ -459,6 +457,8 @@ class JobStore:
     ) -> list[ResultOutcome]:
         """`record_result` for several results at once, in one transaction (one statement on
         PostgreSQL); their outcomes, in order."""
+        if not incoming:
+            return []
         with self._atomic() as conn:
             recorded = record_results(conn, incoming, source, self._clock())
         for result, done in zip(incoming, recorded, strict=True):

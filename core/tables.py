@@ -135,7 +135,11 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, pool_size: int = 10) -> Engine:
+# connections a process keeps open to PostgreSQL unless its settings say otherwise
+DEFAULT_POOL_SIZE = 10
+
+
+def make_engine(url: str, pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
     """An engine with the connection behaviour each backend needs under concurrency.
 
     On PostgreSQL `pool_size` connections stay open. A burst beyond them opens up to as

@@ -148,7 +148,7 @@ def record_many(
     """`record` for several bodies: all their results in one store call, then their error
     items; each body's outcomes, results first."""
     incoming = [result for body in bodies for result in body.results]
-    outcomes = iter(store.record_results(incoming, source) if incoming else [])
+    outcomes = iter(store.record_results(incoming, source))
     found = [[next(outcomes) for _ in body.results] for body in bodies]
     for body, own in zip(bodies, found, strict=True):
         own += [_record_error(store, error) for error in body.errors]
