@@ -141,6 +141,7 @@ class Phase:
     queue_wait_ms: list[float]
     created_to_succeeded_ms: list[float]
     submit_http_ms: list[float]
+    task_uuids: frozenset[str]
 
 
 def run_broker(broker: str, config: BenchConfig, run: int = 1) -> BrokerResult:
@@ -224,7 +225,7 @@ class _Runner:
         web = self.child("web")
         offset = _log_size(web)
         main, processes = self.measured_phase("main", count, self.config.submit_batch)
-        webhook_ms = _webhook_durations(web, offset)
+        webhook_ms = _webhook_durations(web, offset, main.task_uuids)
         single, single_processes = self.measured_phase("single", count, 1)
         offset = _log_size(web)
         # Generations take seconds, and not all the same: spread over 0-2 s, the webhooks of
@@ -242,7 +243,7 @@ class _Runner:
             rate=main.jobs_per_s / 2,
             batch=self.config.submit_batch,
         )
-        half_webhook_ms = _webhook_durations(web, offset)
+        half_webhook_ms = _webhook_durations(web, offset, half.task_uuids)
         _set_latency(simulator_url, latency_dist="fixed", latency_s=self.config.blocking_latency_s)
         slow = self.run_phase("slow", self.config.blocking_jobs, self._submit_ours)
         self.farm.kill(worker)
@@ -330,9 +331,14 @@ class _Runner:
             shares = [count // threads + (i < count % threads) for i in range(threads)]
             pace = None if rate is None else threads * batch / rate
             started = time.perf_counter()
+            # paced threads take turns, so that calls come evenly, not all threads at once
+            offsets = [0.0 if pace is None else i * pace / threads for i in range(threads)]
             workers = [
-                threading.Thread(target=_produce, args=(client, submit, share, batch, pace))
-                for share in shares
+                threading.Thread(
+                    target=_produce,
+                    args=(client, submit, share, batch, pace, started + offset),
+                )
+                for share, offset in zip(shares, offsets, strict=True)
             ]
             for thread in workers:
                 thread.start()
@@ -357,7 +363,11 @@ class _Runner:
         with self.store.engine.connect() as conn:
             rows = conn.execute(
                 select(
-                    jobs.c.state, jobs.c.created_at, jobs.c.claimed_at, jobs.c.finished_at
+                    jobs.c.state,
+                    jobs.c.created_at,
+                    jobs.c.claimed_at,
+                    jobs.c.finished_at,
+                    jobs.c.task_uuid,
                 ).where(jobs.c.tenant == tenant)
             ).all()
             acks = conn.execute(
@@ -377,6 +387,7 @@ class _Runner:
             queue_wait_ms=[_ms(r.claimed_at - r.created_at) for r in done],
             created_to_succeeded_ms=[_ms(r.finished_at - r.created_at) for r in done],
             submit_http_ms=submit_ms,
+            task_uuids=frozenset(r.task_uuid for r in rows),
         )
 
     def noop_rate(self, count: int, counter_url: str) -> float:
@@ -411,12 +422,13 @@ def _produce(
     count: int,
     batch: int,
     pace: float | None,
+    start_at: float,
 ) -> None:
-    """`count` jobs in calls of `batch`, one call every `pace` seconds if given."""
-    started = time.perf_counter()
+    """`count` jobs in calls of `batch`; if `pace` is given, one call every `pace` seconds
+    from `start_at` on."""
     for call, first in enumerate(range(0, count, batch)):
         if pace is not None:
-            time.sleep(max(0.0, started + call * pace - time.perf_counter()))
+            time.sleep(max(0.0, start_at + call * pace - time.perf_counter()))
         submit(client, min(batch, count - first))
 
 
@@ -428,8 +440,10 @@ def _log_size(child: Child) -> int:
     return child.log_path.stat().st_size
 
 
-def _webhook_durations(web: Child, offset: int) -> list[float]:
-    """Webhook handling times (received -> recorded) from web's canonical log lines."""
+def _webhook_durations(web: Child, offset: int, task_uuids: frozenset[str]) -> list[float]:
+    """Webhook handling times (received -> recorded) of the tasks `task_uuids`, from web's
+    canonical log lines after `offset`: a phase begins as the one before it ends, and the
+    last webhooks of that one are not this one's."""
     with web.log_path.open("rb") as log_file:
         log_file.seek(offset)
         lines = log_file.read().splitlines()
@@ -438,7 +452,7 @@ def _webhook_durations(web: Child, offset: int) -> list[float]:
         if b"webhook.received" not in line:
             continue
         entry = orjson.loads(line)
-        if entry.get("event") == "webhook.received":
+        if entry.get("event") == "webhook.received" and entry.get("task_uuid") in task_uuids:
             found.append(float(entry["duration_ms"]))
     return found
 
