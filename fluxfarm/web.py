@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 
 from core import metrics
 from core.api_tokens import ApiTokenStore
+from core.heap import freeze_startup_heap
 from core.logs import configure_logging
 from core.settings import Settings, get_settings
 from fluxfarm.limits import RequestLimits
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # more of them than pooled connections, so a burst of webhooks queues here instead of
         # opening and closing a PostgreSQL backend for each
         to_thread.current_default_thread_limiter().total_tokens = settings.database_pool_size
+        freeze_startup_heap()
         log.info(
             "web.started",
             api_auth=mode,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -346,6 +347,10 @@ def create_app(settings: SimulatorSettings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         sweeper = asyncio.get_running_loop().create_task(_sweep(simulator))
+        # out of the collector's full passes, which stalled deliveries for tens of ms and
+        # then sent them in bursts (core/heap.py says more)
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

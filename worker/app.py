@@ -11,10 +11,12 @@ from celery.signals import (
     worker_init,
     worker_process_init,
     worker_process_shutdown,
+    worker_ready,
 )
 
 from core import metrics
 from core.broker import REAP_TASK, celery_config
+from core.heap import freeze_startup_heap
 from core.logs import configure_logging
 from core.settings import get_settings
 from worker.context import process_context
@@ -49,6 +51,13 @@ def _fresh_context_after_fork(**_: Any) -> None:
     # connections and pools opened before the fork must not be shared with the parent
     process_context.cache_clear()
     instrument(process_context().store)
+    freeze_startup_heap()
+
+
+@worker_ready.connect
+def _freeze_heap(**_: Any) -> None:
+    # the process running the tasks of a thread (or solo) pool, once it has started
+    freeze_startup_heap()
 
 
 @worker_process_shutdown.connect
