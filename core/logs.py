@@ -80,6 +80,33 @@ def _kind_of_process(process: str) -> Callable[[Any, str, EventDict], EventDict]
     return add_process
 
 
+class _LineWriter:
+    """Where structlog's rendered lines go: straight onto the stream of the handler that
+    prints stdlib records (Celery's, uvicorn's), under that handler's lock.
+
+    Our own lines skip the stdlib's record, logger and formatter machinery, which cost
+    about two thirds of each line's time; sharing the handler's stream and lock keeps one
+    output whose lines never interleave.
+    """
+
+    def __init__(self, handler: logging.StreamHandler[Any], name: str) -> None:
+        self._handler = handler
+        # read by structlog.stdlib.add_logger_name
+        self.name = name
+
+    def msg(self, line: str) -> None:
+        with self._handler.lock:  # type: ignore[union-attr]  # every Handler makes its lock
+            try:
+                self._handler.stream.write(line + "\n")
+                self._handler.stream.flush()
+            except (OSError, ValueError):
+                # a closed or broken stream must not fail the work being logged (the
+                # stdlib's handlers swallow these too)
+                pass
+
+    debug = info = warning = error = critical = exception = log = msg
+
+
 def configure_logging(settings: Settings, process: str) -> None:
     """Route structlog and stdlib logging (Celery, uvicorn) through one renderer."""
     json_lines = settings.log_format == "json" or (
@@ -99,14 +126,6 @@ def configure_logging(settings: Settings, process: str) -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer(_dumps) if json_lines else structlog.dev.ConsoleRenderer()
     )
-    structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        # not cached: a logger made before configuration (at import) must follow it, and
-        # tests capture logs by reconfiguring
-        cache_logger_on_first_use=False,
-    )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
@@ -114,9 +133,18 @@ def configure_logging(settings: Settings, process: str) -> None:
             foreign_pre_chain=shared,
         )
     )
+    level = logging.getLevelNamesMapping()[settings.log_level.upper()]
+    structlog.configure(
+        processors=[*shared, renderer],
+        logger_factory=lambda name="", *_: _LineWriter(handler, name),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        # not cached: a logger made before configuration (at import) must follow it, and
+        # tests capture logs by reconfiguring
+        cache_logger_on_first_use=False,
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(settings.log_level.upper())
+    root.setLevel(level)
     # httpx logs every request URL at INFO, and our URLs carry webhook tokens
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # Celery's two lines per message ("received", "succeeded in") say less than our

@@ -145,3 +145,25 @@ def test_console_rendering_masks_secrets_too(tmp_path: Path) -> None:
 def test_scrub_leaves_urls_without_a_token_alone() -> None:
     assert scrub("https://a.example/x?y=1") == "https://a.example/x?y=1"
     assert scrub(f"a {HOOK} b {HOOK}").count(MASK) == 2
+
+
+def test_lines_below_the_level_are_dropped_and_each_line_names_its_logger(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data_dir=tmp_path, log_format="json", log_level="WARNING")
+    with logging_to_buffer(settings) as buffer:
+        structlog.get_logger("fluxfarm.jobs").info("job.transition")
+        structlog.get_logger("fluxfarm.jobs").warning("job.slow")
+        logging.getLogger("celery").info("stdlib below the level")
+    [line] = lines(buffer)
+    assert (line["event"], line["logger"], line["level"]) == (
+        "job.slow",
+        "fluxfarm.jobs",
+        "warning",
+    )
+
+
+def test_a_closed_output_never_fails_the_caller(output: io.StringIO) -> None:
+    output.close()
+    structlog.get_logger("t").info("job.transition", job_id="job-1")
+    logging.getLogger("celery").warning("stdlib line")
