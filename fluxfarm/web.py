@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 from anyio import to_thread
@@ -14,6 +15,7 @@ from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from core import metrics
 from core.api_tokens import ApiTokenStore
@@ -30,6 +32,18 @@ from worker.context import ProcessContext
 from worker.instrumentation import instrument
 
 log = structlog.get_logger(__name__)
+
+
+class FarmApp(FastAPI):
+    """The job API, with Runware's webhooks answered ahead of all of its machinery."""
+
+    def __init__(self, context: ProcessContext, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.state.context = context
+        self._serve = webhook.WebhookReceiver(context, super().__call__)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._serve(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -56,17 +70,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         yield
         app.state.tenant_clients.close()
+        context.webhook_recorder.close()
         context.store.engine.dispose()
         metrics.process_exited(os.getpid())
 
-    app = FastAPI(title="fluxfarm", version="0.1.0", lifespan=lifespan)
-    app.state.context = context
+    app = FarmApp(context, title="fluxfarm", version="0.1.0", lifespan=lifespan)
     app.state.client = FluxfarmClient(settings, store=context.store)
     tokens = ApiTokenStore(context.store.engine)
     install_auth(app, ApiAuth(mode, tokens), TenantClients(settings, app.state.client))
     app.add_middleware(RequestLimits, settings=settings)
-    # added last, so outermost: webhooks skip the job API's limits and authentication
-    app.add_middleware(webhook.WebhooksFirst)
     app.include_router(build_router())
     app.include_router(spend.build_router())
     install_error_handlers(app)

@@ -5,7 +5,8 @@ awaits its body's outcomes here; a writer takes every body waiting (up to a batc
 records them with one store call, a single statement on PostgreSQL, while the next bodies
 gather. Alone, a body is written at once; under load, the store's round trips and commits
 per image fall as the batches grow. The wait costs no thread: only the writers hold one,
-each with a pooled connection.
+each with a pooled connection. The writers' threads are their own, so webhooks never queue
+behind the job API's calls for the shared thread pool.
 
 Every receiver gets its own body's outcomes or the error that ended its batch; a receiver
 whose client left still has its body written, since Runware will send it again anyway and
@@ -15,8 +16,7 @@ recording is idempotent.
 from __future__ import annotations
 
 import asyncio
-
-from starlette.concurrency import run_in_threadpool
+from concurrent.futures import ThreadPoolExecutor
 
 from core.records import ResultOutcome
 from core.store import JobStore
@@ -37,6 +37,7 @@ class WebhookRecorder:
         self._waiting: list[_Waiting] = []
         # the loop keeps only weak references to tasks: these keep the writers alive
         self._tasks: set[asyncio.Task[None]] = set()
+        self._threads = ThreadPoolExecutor(writers, thread_name_prefix="webhook-writer")
 
     async def record(self, body: ParsedBody) -> list[ResultOutcome]:
         """Write `body` with whatever else is waiting; its outcomes, results first."""
@@ -63,7 +64,9 @@ class WebhookRecorder:
     async def _write(self, batch: list[_Waiting]) -> None:
         bodies = [body for body, _ in batch]
         try:
-            outcomes = await run_in_threadpool(record_many, self._store, bodies, "webhook")
+            outcomes = await asyncio.get_running_loop().run_in_executor(
+                self._threads, record_many, self._store, bodies, "webhook"
+            )
         except Exception as exc:
             # each receiver answers for itself (a 503 asks Runware to deliver again)
             for _, future in batch:
@@ -71,3 +74,7 @@ class WebhookRecorder:
             return
         for (_, future), own in zip(batch, outcomes, strict=True):
             future.set_result(own)
+
+    def close(self) -> None:
+        """Let the writer threads go once their batches are written."""
+        self._threads.shutdown(wait=True)

@@ -28,7 +28,7 @@ from core.tables import events, jobs, results
 from simulator.server import bind, url_of
 from worker.context import ProcessContext
 from worker.tokens import sign
-from worker.webhook import routes
+from worker.webhook import WebhookReceiver
 
 SECRET = b"test-secret"
 PARAMS = {"positivePrompt": "a lighthouse", "width": 256, "height": 256}
@@ -84,8 +84,7 @@ def _serve(settings: Settings, migrate: bool = True) -> Iterator[Receiver]:
     if migrate:
         upgrade(settings.resolved_database_url())
     context = ProcessContext(settings)
-    app = Starlette(routes=routes)
-    app.state.context = context
+    app = WebhookReceiver(context, Starlette())
     sock = bind("127.0.0.1", 0)
     server = uvicorn.Server(
         uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
