@@ -47,7 +47,7 @@ class WebhookReceiver:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        task_uuid = _task_in_path(scope) if scope["type"] == "http" else None
+        task_uuid = task_in_path(scope) if scope["type"] == "http" else None
         if task_uuid is None:
             await self.app(scope, receive, send)
             return
@@ -103,7 +103,7 @@ class WebhookReceiver:
         return [str(o) for o in outcomes]
 
 
-def _task_in_path(scope: Scope) -> str | None:
+def task_in_path(scope: Scope) -> str | None:
     """The taskUUID a webhook path names, or None if the path is not a webhook's. The
     path is taken below the app's root path, as a proxy mounting the farm passes it."""
     path: str = scope["path"]

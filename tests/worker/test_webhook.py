@@ -28,7 +28,7 @@ from core.tables import events, jobs, results
 from simulator.server import bind, url_of
 from worker.context import ProcessContext
 from worker.tokens import sign
-from worker.webhook import WebhookReceiver
+from worker.webhook import WebhookReceiver, task_in_path
 
 SECRET = b"test-secret"
 PARAMS = {"positivePrompt": "a lighthouse", "width": 256, "height": 256}
@@ -430,3 +430,33 @@ def test_only_post_is_routed(receiver: Receiver) -> None:
         params={"token": sign(job.task_uuid, SECRET)},
     )
     assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert receiver.store.get(job.id).state is JobState.SUBMITTED
+
+
+def test_other_paths_go_on_to_the_wrapped_app(receiver: Receiver) -> None:
+    job = receiver.job()
+    token = sign(job.task_uuid, SECRET)
+    for path in (f"/webhooks/runware/{job.task_uuid}/more", "/webhooks/runware/", "/elsewhere"):
+        response = httpx.post(f"{receiver.url}{path}", params={"token": token}, content=b"{}")
+        # the wrapped app here is an empty Starlette app: anything reaching it is a 404
+        assert (response.status_code, response.text) == (404, "Not Found")
+    assert receiver.store.get(job.id).state is JobState.SUBMITTED
+
+
+@pytest.mark.parametrize(
+    ("path", "root_path", "task_uuid"),
+    [
+        ("/webhooks/runware/T-1", "", "T-1"),
+        ("/base/webhooks/runware/T-1", "/base", "T-1"),
+        ("/webhooks/runware/T-1", "/base", "T-1"),
+        ("/basement/webhooks/runware/T-1", "/base", None),
+        ("/webhooks/runware/", "", None),
+        ("/webhooks/runware/T-1/x", "", None),
+        ("/v1/jobs", "", None),
+    ],
+)
+def test_the_task_is_read_from_the_path_below_the_root_path(
+    path: str, root_path: str, task_uuid: str | None
+) -> None:
+    assert task_in_path({"path": path, "root_path": root_path}) == task_uuid
