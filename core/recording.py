@@ -44,8 +44,8 @@ _SUCCEEDED = f"'{JobState.SUCCEEDED.value}'"
 # `locked` (FOR UPDATE returns the row as that commit left it) and in the UPDATE (which
 # re-reads the row it waited for). ON CONFLICT also sees that commit's result rows, so a
 # duplicate stores, counts and logs nothing.
-# One row per incoming result, in order: `prior_state` (NULL: no job has the task), `late`
-# (NULL: a duplicate), `completed`, and the job as counted.
+# One row per incoming result, in order: `job_id` and `prior_state` (NULL: no job has the
+# task), `late` (NULL: a duplicate), `completed`, and the job as counted.
 def _record_results_sql(incoming: str) -> str:
     """The statement, the batch's results read by the query `incoming` (columns task_uuid,
     image_uuid, image_url, image_data, seed, cost_micros, nsfw, position)."""
@@ -86,8 +86,8 @@ WITH incoming AS ({incoming}), locked AS (
   WHERE counted.state = {_SUCCEEDED} AND locked.state IN ({_IN_FLIGHT})
   RETURNING job_id
 )
-SELECT locked.state AS prior_state, stored.late, logged.job_id IS NOT NULL AS completed,
-  counted.*
+SELECT locked.id AS job_id, locked.state AS prior_state, stored.late,
+  logged.job_id IS NOT NULL AS completed, counted.*
 FROM incoming i
 LEFT JOIN locked ON locked.task_uuid = i.task_uuid
 LEFT JOIN stored ON stored.task_uuid = i.task_uuid AND stored.image_uuid = i.image_uuid
@@ -132,6 +132,7 @@ def _record_statement(incoming: str, typed: Callable[[TypeEngine[Any]], TypeEngi
             bindparam("received_at", type_=results.c.received_at.type),
         )
         .columns(
+            job_id=jobs.c.id.type,
             prior_state=jobs.c.state.type,
             late=results.c.late.type,
             completed=Boolean(),
@@ -186,9 +187,11 @@ COUNT_RESULT = (
 
 @dataclass(frozen=True)
 class Recorded:
-    """What recording one result did, and the job's completion if it was the last image."""
+    """What recording one result did, the job its task belongs to (None: no job has it),
+    and the job's completion if it was the last image."""
 
     outcome: ResultOutcome
+    job_id: str | None = None
     completion: Transition | None = None
 
 
@@ -219,15 +222,16 @@ def record_results(
         own = recorded[key]
         if key in answered:
             unknown = own.outcome is ResultOutcome.UNKNOWN_TASK
-            own = Recorded(ResultOutcome.UNKNOWN_TASK if unknown else ResultOutcome.DUPLICATE)
+            repeated = ResultOutcome.UNKNOWN_TASK if unknown else ResultOutcome.DUPLICATE
+            own = Recorded(repeated, own.job_id)
         answered.add(key)
         found.append(own)
     return found
 
 
-# what recording one result found: the job's state before (None: no job has the task),
-# whether the result was late (None: a duplicate), and the job's row if it completed it
-_Step = tuple[str | None, bool | None, Row[Any] | None]
+# what recording one result found: the job's id and state before (None: no job has the
+# task), whether the result was late (None: a duplicate), and the job's row if it completed it
+_Step = tuple[str | None, str | None, bool | None, Row[Any] | None]
 
 
 def _in_one_statement(
@@ -252,7 +256,7 @@ def _in_one_statement(
     # result in the batch, the one that would have completed it had they come one by one
     last_of_job = {row.id: place for place, row in enumerate(rows) if row.completed}
     return [
-        (row.prior_state, row.late, row if last_of_job.get(row.id) == place else None)
+        (row.job_id, row.prior_state, row.late, row if last_of_job.get(row.id) == place else None)
         for place, row in enumerate(rows)
     ]
 
@@ -268,7 +272,7 @@ def _in_steps(
     which decides lateness for all of the batch's results, as in the one statement."""
     job = conn.execute(LOCK_JOB_OF_TASK, {"task_uuid": result.task_uuid}).first()
     if job is None:
-        return None, None, None
+        return None, None, None, None
     prior = before_batch.setdefault(job.id, job.state)
     late = JobState(prior) in TERMINAL_STATES
     cost = to_micros(result.cost_usd)
@@ -289,25 +293,27 @@ def _in_steps(
         },
     ).first()
     if stored is None:
-        return prior, None, None
+        return job.id, prior, None, None
     counted = {"job_id": job.id, "cost": cost or 0, "received_at": received_at}
     row = conn.execute(COUNT_RESULT, counted).one()
     completed = row.state == JobState.SUCCEEDED.value and job.state != row.state
     if late or not completed:
-        return prior, late, None
+        return job.id, prior, late, None
     detail = {"images": row.images_received, "source": source}
     event = event_params("completed", JobState(job.state), JobState.SUCCEEDED, detail, received_at)
     conn.execute(INSERT_EVENT, {"event_job_id": job.id} | event)
-    return prior, late, row
+    return job.id, prior, late, row
 
 
-def _recorded(prior: str | None, late: bool | None, completed: Row[Any] | None) -> Recorded:
+def _recorded(
+    job_id: str | None, prior: str | None, late: bool | None, completed: Row[Any] | None
+) -> Recorded:
     if prior is None:
         return Recorded(ResultOutcome.UNKNOWN_TASK)
     if late is None:
-        return Recorded(ResultOutcome.DUPLICATE)
+        return Recorded(ResultOutcome.DUPLICATE, job_id)
     outcome = ResultOutcome.LATE if late else ResultOutcome.ACCEPTED
     if completed is None:
-        return Recorded(outcome)
+        return Recorded(outcome, job_id)
     job = job_from_row(completed, [], [])
-    return Recorded(outcome, Transition(job, JobState(prior), JobState.SUCCEEDED))
+    return Recorded(outcome, job_id, Transition(job, JobState(prior), JobState.SUCCEEDED))

@@ -23,7 +23,7 @@ from core.jobs import (
     sources_of,
 )
 from core.pricing import estimate_usd
-from core.recording import record_results
+from core.recording import Recorded, record_results
 from core.records import (
     Failure,
     IncomingResult,
@@ -449,14 +449,12 @@ class JobStore:
         A result for a terminal job is still stored and its cost counted (Runware bills
         it), but the job's state does not change.
         """
-        [outcome] = self.record_results([result], source)
-        return outcome
+        [recorded] = self.record_results([result], source)
+        return recorded.outcome
 
-    def record_results(
-        self, incoming: Sequence[IncomingResult], source: str
-    ) -> list[ResultOutcome]:
+    def record_results(self, incoming: Sequence[IncomingResult], source: str) -> list[Recorded]:
         """`record_result` for several results at once, in one transaction (one statement on
-        PostgreSQL); their outcomes, in order."""
+        PostgreSQL); what each did, in order."""
         if not incoming:
             return []
         with self._atomic() as conn:
@@ -466,7 +464,7 @@ class JobStore:
                 observer.result_recorded(done.outcome, result.cost_usd, source)
             if done.completion is not None:
                 self._notify(done.completion)
-        return [done.outcome for done in recorded]
+        return recorded
 
     # -- helpers --------------------------------------------------------------------------
 

@@ -85,5 +85,6 @@ def _poll(context: ProcessContext, job: Job) -> None:
         if lost:
             context.store.fail(job.id, Failure(FailureReason.LOST, lost[0].message, lost[0].code))
             return
-        outcomes = record(context.store, parsed, "poll")
-        log.info("reaper.polled", results=len(parsed.results), outcomes=[str(o) for o in outcomes])
+        recorded = record(context.store, parsed, "poll")
+        outcomes = [str(o) for o in recorded.outcomes]
+        log.info("reaper.polled", results=len(parsed.results), outcomes=outcomes)

@@ -18,11 +18,10 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
-from core.records import ResultOutcome
 from core.store import JobStore
-from worker.results import ParsedBody, record_many
+from worker.results import BodyRecorded, ParsedBody, record_many
 
-_Waiting = tuple[ParsedBody, "asyncio.Future[list[ResultOutcome]]"]
+_Waiting = tuple[ParsedBody, "asyncio.Future[BodyRecorded]"]
 
 
 class WebhookRecorder:
@@ -39,9 +38,9 @@ class WebhookRecorder:
         self._tasks: set[asyncio.Task[None]] = set()
         self._threads = ThreadPoolExecutor(writers, thread_name_prefix="webhook-writer")
 
-    async def record(self, body: ParsedBody) -> list[ResultOutcome]:
-        """Write `body` with whatever else is waiting; its outcomes, results first."""
-        outcome: asyncio.Future[list[ResultOutcome]] = asyncio.get_running_loop().create_future()
+    async def record(self, body: ParsedBody) -> BodyRecorded:
+        """Write `body` with whatever else is waiting; what it did."""
+        outcome: asyncio.Future[BodyRecorded] = asyncio.get_running_loop().create_future()
         self._waiting.append((body, outcome))
         if self._busy_writers < self._writers:
             self._busy_writers += 1

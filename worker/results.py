@@ -36,6 +36,15 @@ class ParsedBody:
     task_uuids: set[str]
 
 
+@dataclass(frozen=True)
+class BodyRecorded:
+    """What applying one body did: an outcome per item, results first, and the job of its
+    task (None if no job has it, or the body carried nothing to record)."""
+
+    outcomes: list[ResultOutcome]
+    job_id: str | None
+
+
 def _malformed(message: str) -> WebhookRejected:
     return WebhookRejected("malformed", 400, message)
 
@@ -136,33 +145,39 @@ def parse_body(body: Any) -> ParsedBody:
     return parsed
 
 
-def record(store: JobStore, parsed: ParsedBody, source: str) -> list[ResultOutcome]:
+def record(store: JobStore, parsed: ParsedBody, source: str) -> BodyRecorded:
     """Apply a parsed body to the store: results once each, error items fail their job."""
-    [outcomes] = record_many(store, [parsed], source)
-    return outcomes
+    [recorded] = record_many(store, [parsed], source)
+    return recorded
 
 
-def record_many(
-    store: JobStore, bodies: Sequence[ParsedBody], source: str
-) -> list[list[ResultOutcome]]:
+def record_many(store: JobStore, bodies: Sequence[ParsedBody], source: str) -> list[BodyRecorded]:
     """`record` for several bodies: all their results in one store call, then their error
-    items; each body's outcomes, results first."""
+    items; what each body did."""
     incoming = [result for body in bodies for result in body.results]
-    outcomes = iter(store.record_results(incoming, source))
-    found = [[next(outcomes) for _ in body.results] for body in bodies]
-    for body, own in zip(bodies, found, strict=True):
-        own += [_record_error(store, error) for error in body.errors]
+    recorded = iter(store.record_results(incoming, source))
+    found = []
+    for body in bodies:
+        own = [next(recorded) for _ in body.results]
+        outcomes = [r.outcome for r in own]
+        job_ids = [r.job_id for r in own]
+        for error in body.errors:
+            outcome, job_id = _record_error(store, error)
+            outcomes.append(outcome)
+            job_ids.append(job_id)
+        found.append(BodyRecorded(outcomes, next((i for i in job_ids if i is not None), None)))
     return found
 
 
-def _record_error(store: JobStore, error: ResultError) -> ResultOutcome:
+def _record_error(store: JobStore, error: ResultError) -> tuple[ResultOutcome, str | None]:
     job_id = store.job_id_for_task(error.task_uuid)
     if job_id is None:
-        return ResultOutcome.UNKNOWN_TASK
+        return ResultOutcome.UNKNOWN_TASK, None
     failure = Failure(
         reason=reason_for_code(error.code),
         message=error.message,
         code=error.code,
         parameter=error.parameter,
     )
-    return ResultOutcome.ACCEPTED if store.fail(job_id, failure) else ResultOutcome.LATE
+    failed = store.fail(job_id, failure)
+    return (ResultOutcome.ACCEPTED if failed else ResultOutcome.LATE), job_id

@@ -25,7 +25,7 @@ from core.errors import StoreUnavailable, WebhookRejected
 from core.records import ResultOutcome
 from worker import instrumentation
 from worker.context import ProcessContext
-from worker.results import parse_body
+from worker.results import BodyRecorded, parse_body
 from worker.tokens import verify
 
 log = structlog.get_logger(__name__)
@@ -67,7 +67,7 @@ class WebhookReceiver:
         self, task_uuid: str, scope: Scope, receive: Receive, started: float
     ) -> tuple[int, dict[str, Any], list[tuple[bytes, bytes]]]:
         try:
-            outcomes = await self._record(task_uuid, scope, receive)
+            recorded = await self._record(task_uuid, scope, receive)
         except WebhookRejected as exc:
             log.warning("webhook.rejected", outcome=exc.outcome, reason=str(exc))
             metrics.metrics().requests_rejected.labels("webhook", exc.outcome).inc()
@@ -79,15 +79,18 @@ class WebhookReceiver:
             instrumentation.webhook_handled([STORE_UNAVAILABLE], started)
             body = {"error": {"outcome": STORE_UNAVAILABLE, "message": str(exc)}}
             return 503, body, [(b"retry-after", b"5")]
+        outcomes = [str(o) for o in recorded.outcomes]
         instrumentation.webhook_handled(outcomes, started)
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
-        log.info("webhook.received", outcomes=outcomes, duration_ms=duration_ms)
+        log.info(
+            "webhook.received", job_id=recorded.job_id, outcomes=outcomes, duration_ms=duration_ms
+        )
         if ResultOutcome.UNKNOWN_TASK in outcomes:
             body = {"error": {"outcome": "unknown_task", "message": "no job has this taskUUID"}}
             return 404, body, []
         return 200, {"outcomes": outcomes}, []
 
-    async def _record(self, task_uuid: str, scope: Scope, receive: Receive) -> list[str]:
+    async def _record(self, task_uuid: str, scope: Scope, receive: Receive) -> BodyRecorded:
         context = self.context
         if not verify(task_uuid, _query_value(scope, "token"), context.webhook_secrets):
             raise WebhookRejected("bad_token", 401, "webhook token is missing or wrong")
@@ -99,8 +102,7 @@ class WebhookReceiver:
         parsed = parse_body(payload)
         if parsed.task_uuids - {task_uuid}:
             raise WebhookRejected("bad_token", 403, "body names a task this token does not cover")
-        outcomes = await context.webhook_recorder.record(parsed)
-        return [str(o) for o in outcomes]
+        return await context.webhook_recorder.record(parsed)
 
 
 def task_in_path(scope: Scope) -> str | None:

@@ -490,7 +490,8 @@ def test_recording_results_is_one_autocommitted_statement_on_postgresql(
     event.listen(store.engine, "before_cursor_execute", executed)
     event.listen(store.engine, "begin", began)
     assert store.record_result(image(job), "webhook") is ResultOutcome.ACCEPTED
-    assert store.record_results([image(job), image(job)], "webhook") == [ResultOutcome.LATE] * 2
+    late = store.record_results([image(job), image(job)], "webhook")
+    assert [r.outcome for r in late] == [ResultOutcome.LATE] * 2
     assert len(sent) == 2
     assert transactions == []
     assert store.get(job.id).state is JobState.SUCCEEDED
@@ -516,8 +517,9 @@ def test_a_batch_of_results_is_recorded_as_each_would_be_alone(store: JobStore) 
         image(one_image),  # a second, distinct image for a one-image job
     ]
 
-    outcomes = store.record_results(batch, "webhook")
+    recorded = store.record_results(batch, "webhook")
 
+    outcomes = [r.outcome for r in recorded]
     assert outcomes == [
         ResultOutcome.ACCEPTED,
         ResultOutcome.ACCEPTED,
@@ -529,6 +531,17 @@ def test_a_batch_of_results_is_recorded_as_each_would_be_alone(store: JobStore) 
         ResultOutcome.ACCEPTED,
     ]
     assert recorder.outcomes == outcomes
+    # every result names its job, a duplicate's and a late one's too; unknown tasks have none
+    assert [r.job_id for r in recorded] == [
+        two_images.id,
+        one_image.id,
+        None,
+        two_images.id,
+        finished.id,
+        one_image.id,
+        None,
+        one_image.id,
+    ]
     both = store.get(two_images.id, details=True)
     assert (both.state, both.images_received, both.cost_usd) == (
         JobState.SUCCEEDED,
@@ -560,7 +573,7 @@ def test_concurrent_batches_sharing_jobs_each_count_every_image_once(
     # the same deliveries in opposite orders: locks taken in any order but one would deadlock
     batches = [deliveries, deliveries[::-1]]
     outcomes = all_at_once(2, lambda i: store.record_results(batches[i], "webhook"))
-    accepted = [o for batch in outcomes for o in batch if o is ResultOutcome.ACCEPTED]
+    accepted = [r for batch in outcomes for r in batch if r.outcome is ResultOutcome.ACCEPTED]
     assert len(accepted) == len(deliveries)
     for job in jobs_:
         after = store.get(job.id, details=True)
