@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 
 import pytest
+import structlog
+from structlog.typing import EventDict
 
 from core.settings import get_settings
 
@@ -19,3 +22,17 @@ def _no_cached_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def logs() -> Iterator[list[EventDict]]:
+    """Every structlog line while the test runs, at any level whatever an earlier test
+    configured, with the context variables bound where it was logged."""
+    configured = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        processors = [structlog.contextvars.merge_contextvars]
+        with structlog.testing.capture_logs(processors=processors) as lines:
+            yield lines
+    finally:
+        structlog.configure(**configured)

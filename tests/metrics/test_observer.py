@@ -7,8 +7,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import structlog
 from prometheus_client import CollectorRegistry
+from structlog.typing import EventDict
 
 from core.jobs import FailureReason, JobState
 from core.metrics import FarmMetrics, FarmState, FarmStateCollector
@@ -89,11 +89,12 @@ def test_a_failure_is_counted_by_its_reason(store: JobStore, registry: Collector
     assert value(registry, "fluxfarm_jobs_finished_total", **failed) == 1
 
 
-def test_each_transition_logs_one_canonical_line_with_ids_and_duration(store: JobStore) -> None:
-    with structlog.testing.capture_logs() as logs:
-        job, _ = store.create_job(REQUEST, tenant="t", deadline_s=600)
-        store.claim(job.id, 0)
-        store.mark_submitted(job.id, {})
+def test_each_transition_logs_one_canonical_line_with_ids_and_duration(
+    store: JobStore, logs: list[EventDict]
+) -> None:
+    job, _ = store.create_job(REQUEST, tenant="t", deadline_s=600)
+    store.claim(job.id, 0)
+    store.mark_submitted(job.id, {})
     lines = [line for line in logs if line["event"] == "job.transition"]
     assert [line["status"] for line in lines] == ["queued", "submitting", "submitted"]
     for line in lines:

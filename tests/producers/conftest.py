@@ -8,9 +8,6 @@ from typing import Any
 
 import pytest
 from kombu import Connection
-from structlog.contextvars import merge_contextvars
-from structlog.testing import capture_logs
-from structlog.typing import EventDict
 
 from core.broker import SUBMIT_QUEUE, SUBMIT_TASK, celery_config
 from core.migrate import upgrade
@@ -78,10 +75,3 @@ def broker(settings: Settings) -> BrokerQueue:
     # the broker contract also prepares the embedded broker that a plain kombu URL names
     celery_config(settings)
     return BrokerQueue(settings.resolved_broker_url())
-
-
-@pytest.fixture
-def logs() -> Iterator[list[EventDict]]:
-    """The structlog events of the test, with the context bound through contextvars."""
-    with capture_logs(processors=[merge_contextvars]) as captured:
-        yield captured
