@@ -145,6 +145,11 @@ def configure_logging(settings: Settings, process: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # uvicorn gives its loggers handlers of their own, which print plain text past the
+    # renderer and the scrubbing (its "Exception in ASGI application" tracebacks too)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
     # httpx logs every request URL at INFO, and our URLs carry webhook tokens
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # Celery's two lines per message ("received", "succeeded in") say less than our

@@ -57,10 +57,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings, "web")
-        # every blocking call (a store call, most of all) runs on this limiter's threads: no
-        # more of them than pooled connections, so a burst of webhooks queues here instead of
-        # opening and closing a PostgreSQL backend for each
-        to_thread.current_default_thread_limiter().total_tokens = settings.database_pool_size
+        # the job API's blocking calls (store calls, most of all) run on this limiter's
+        # threads and webhooks on the recorder's writers: together no more of them than
+        # pooled connections, so a burst queues here instead of opening and closing a
+        # PostgreSQL backend for each call
+        api_threads = settings.database_pool_size - context.webhook_recorder.writers
+        to_thread.current_default_thread_limiter().total_tokens = max(1, api_threads)
         freeze_startup_heap()
         log.info(
             "web.started",

@@ -31,7 +31,7 @@ class WebhookRecorder:
     def __init__(self, store: JobStore, max_batch: int = 100, writers: int = 2) -> None:
         self._store = store
         self._max_batch = max_batch
-        self._writers = writers
+        self.writers = writers
         self._busy_writers = 0
         self._waiting: list[_Waiting] = []
         # the loop keeps only weak references to tasks: these keep the writers alive
@@ -42,7 +42,7 @@ class WebhookRecorder:
         """Write `body` with whatever else is waiting; what it did."""
         outcome: asyncio.Future[BodyRecorded] = asyncio.get_running_loop().create_future()
         self._waiting.append((body, outcome))
-        if self._busy_writers < self._writers:
+        if self._busy_writers < self.writers:
             self._busy_writers += 1
             task = asyncio.create_task(self._write_while_waiting())
             self._tasks.add(task)

@@ -12,6 +12,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from core.errors import WebhookRejected
+from core.recording import Recorded
 from core.records import Failure, IncomingResult, ResultOutcome
 from core.store import JobStore
 from worker.runware import reason_for_code
@@ -159,20 +160,16 @@ def record_many(store: JobStore, bodies: Sequence[ParsedBody], source: str) -> l
     found = []
     for body in bodies:
         own = [next(recorded) for _ in body.results]
-        outcomes = [r.outcome for r in own]
-        job_ids = [r.job_id for r in own]
-        for error in body.errors:
-            outcome, job_id = _record_error(store, error)
-            outcomes.append(outcome)
-            job_ids.append(job_id)
-        found.append(BodyRecorded(outcomes, next((i for i in job_ids if i is not None), None)))
+        own += [_record_error(store, error) for error in body.errors]
+        job_id = next((r.job_id for r in own if r.job_id is not None), None)
+        found.append(BodyRecorded([r.outcome for r in own], job_id))
     return found
 
 
-def _record_error(store: JobStore, error: ResultError) -> tuple[ResultOutcome, str | None]:
+def _record_error(store: JobStore, error: ResultError) -> Recorded:
     job_id = store.job_id_for_task(error.task_uuid)
     if job_id is None:
-        return ResultOutcome.UNKNOWN_TASK, None
+        return Recorded(ResultOutcome.UNKNOWN_TASK)
     failure = Failure(
         reason=reason_for_code(error.code),
         message=error.message,
@@ -180,4 +177,4 @@ def _record_error(store: JobStore, error: ResultError) -> tuple[ResultOutcome, s
         parameter=error.parameter,
     )
     failed = store.fail(job_id, failure)
-    return (ResultOutcome.ACCEPTED if failed else ResultOutcome.LATE), job_id
+    return Recorded(ResultOutcome.ACCEPTED if failed else ResultOutcome.LATE, job_id)
