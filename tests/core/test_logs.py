@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import logging
+import logging.config
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 import structlog
+import uvicorn.config
 
 from core.logs import MASK, configure_logging, scrub
 from core.settings import Settings
@@ -116,8 +118,13 @@ def test_job_context_from_contextvars_is_on_every_line(output: io.StringIO) -> N
     assert "job_id" not in third
 
 
-def test_stdlib_records_and_exceptions_are_scrubbed(output: io.StringIO) -> None:
-    logging.getLogger("uvicorn.access").info("POST %s 200", HOOK)
+def test_stdlib_records_and_exceptions_are_scrubbed(
+    output: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    access_log = logging.getLogger("uvicorn.access")
+    # a test server run earlier may have set it to WARNING (`log_level="warning"`)
+    monkeypatch.setattr(access_log, "level", logging.NOTSET)
+    access_log.info("POST %s 200", HOOK)
     try:
         raise RuntimeError(f"could not reach {HOOK}")
     except RuntimeError:
@@ -167,3 +174,20 @@ def test_a_closed_output_never_fails_the_caller(output: io.StringIO) -> None:
     output.close()
     structlog.get_logger("t").info("job.transition", job_id="job-1")
     logging.getLogger("celery").warning("stdlib line")
+
+
+def test_uvicorn_lines_go_through_the_one_handler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        for attribute in ("handlers", "propagate", "level"):
+            monkeypatch.setattr(
+                logging.getLogger(name), attribute, getattr(logging.getLogger(name), attribute)
+            )
+    # what `uvicorn` sets up before it loads the app, which then configures ours
+    logging.config.dictConfig(uvicorn.config.LOGGING_CONFIG)
+    with logging_to_buffer(Settings(data_dir=tmp_path, log_format="json")) as buffer:
+        logging.getLogger("uvicorn.error").error("Exception in ASGI application, url %s", HOOK)
+        [line] = lines(buffer)
+    assert line["event"].startswith("Exception in ASGI application")
+    assert TOKEN not in json.dumps(line)
