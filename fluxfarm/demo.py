@@ -16,12 +16,12 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from core.downloads import SafeDownloader
-from core.jobs import Job, JobState
-from core.logs import configure_logging
-from core.settings import Settings
+from farmdomain.jobs import Job, JobState
+from farmdomain.logs import configure_logging
+from farmdomain.settings import Settings
 from fluxfarm.processes import Farm, start_pipeline
 from producers.client import FluxfarmClient
+from runware_edge.downloads import SafeDownloader
 
 SIMULATOR_KEY = "sim-key"
 DEMO_MARKER = ".fluxfarm-demo"

@@ -25,8 +25,8 @@ from typing import Any, TypeVar
 
 import httpx
 
-from core.migrate import upgrade
-from core.settings import Settings
+from farmdomain.settings import Settings
+from jobstore.migrations import upgrade
 
 _T = TypeVar("_T")
 _SIMULATOR_READY = re.compile(r"simulator listening on (http://\S+)")
@@ -157,7 +157,7 @@ class Farm:
                 sys.executable,
                 "-m",
                 "uvicorn",
-                "fluxfarm.web:create_app",
+                "farmweb.app:create_app",
                 "--factory",
                 "--host",
                 "127.0.0.1",
@@ -185,6 +185,7 @@ class Farm:
         pool: str | None = None,
         app: str = "worker.app",
         queues: tuple[str, ...] = (),
+        extra_env: dict[str, str] | None = None,
     ) -> Child:
         """A Celery worker; pool and concurrency default to the settings'."""
         metrics_port = free_port()
@@ -210,7 +211,7 @@ class Farm:
                 "--without-mingle",
                 "--without-heartbeat",
             ],
-            {"FLUXFARM_WORKER_METRICS_PORT": str(metrics_port)},
+            {"FLUXFARM_WORKER_METRICS_PORT": str(metrics_port), **(extra_env or {})},
         )
         child.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         self._wait_for(child, lambda: " ready." in child.log())

@@ -8,7 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # the repo root goes on the path first, so the script runs from a checkout without install
-from fluxfarm.bench import main
+from bench.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

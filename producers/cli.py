@@ -9,16 +9,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.api_tokens import ApiTokenStore
-from core.errors import RequestInvalid, RequestRejected, WaitTimedOut
-from core.jobs import Job, JobState
-from core.logs import configure_logging
-from core.migrate import upgrade
-from core.settings import Settings, get_settings
-from core.tables import make_engine
-from producers import spend
+from farmdomain.errors import RequestInvalid, RequestRejected, WaitTimedOut
+from farmdomain.jobs import Job, JobState
+from farmdomain.logs import configure_logging
+from farmdomain.settings import Settings, get_settings
+from farmdomain.views import JobView
+from jobstore.api_tokens import ApiTokenStore
+from jobstore.migrations import upgrade
+from jobstore.schema import make_engine
+from producers import spend_cli
 from producers.client import FluxfarmClient
-from producers.views import JobView
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -108,7 +108,7 @@ def add_commands(subparsers: Any) -> None:
     migrate = subparsers.add_parser("migrate", help="bring the job store to the newest schema")
     migrate.set_defaults(handler=_migrate)
 
-    spend.add_command(subparsers)
+    spend_cli.add_command(subparsers)
     _add_token_commands(subparsers)
 
 

@@ -11,13 +11,13 @@ from typing import Any, Self
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from core.downloads import SafeDownloader
-from core.errors import FieldIssue, NotRetryable, RequestInvalid, WaitTimedOut
-from core.jobs import Job, JobState
-from core.request_schema import GenerationRequest, parse_request
-from core.settings import Settings, get_settings
-from core.store import JobStore
+from farmdomain.errors import FieldIssue, NotRetryable, RequestInvalid, WaitTimedOut
+from farmdomain.jobs import Job, JobState
+from farmdomain.request_schema import GenerationRequest, parse_request
+from farmdomain.settings import Settings, get_settings
+from jobstore.store import JobStore
 from producers.queueing import JobQueue, Submission
+from runware_edge.downloads import SafeDownloader
 
 IDEMPOTENCY_KEY_MAX = 255
 # request i of a batch is known by f"{key}/{i}": the batch's key leaves room for the index of
@@ -253,7 +253,7 @@ class FluxfarmClient:
         """Save the job's URL images as directory/<job id>/<imageUUID>.<ext>.
 
         Only allow-listed hosts are fetched, sizes are capped and types checked
-        (core.downloads); a refused image raises DownloadRefused.
+        (runware_edge.downloads); a refused image raises DownloadRefused.
         """
         with SafeDownloader(self.settings) as downloader:
             return downloader.save_job(self.get(job_id), directory)

@@ -17,13 +17,13 @@ import structlog
 from celery import Celery
 from structlog.contextvars import bound_contextvars
 
-from core.batching import Batcher
-from core.broker import SUBMIT_MANY_TASK, SUBMIT_QUEUE, SUBMIT_TASK, celery_config
-from core.errors import IdempotencyConflict
-from core.jobs import Job
-from core.request_schema import GenerationRequest
-from core.settings import Settings
-from core.store import JobStore, NewJob
+from farmdomain.batching import Batcher
+from farmdomain.broker import SUBMIT_MANY_TASK, SUBMIT_QUEUE, SUBMIT_TASK, celery_config
+from farmdomain.errors import IdempotencyConflict
+from farmdomain.jobs import Job
+from farmdomain.request_schema import GenerationRequest
+from farmdomain.settings import Settings
+from jobstore.store import JobStore, NewJob
 
 logger = structlog.get_logger(__name__)
 

@@ -348,7 +348,7 @@ def create_app(settings: SimulatorSettings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         sweeper = asyncio.get_running_loop().create_task(_sweep(simulator))
         # out of the collector's full passes, which stalled deliveries for tens of ms and
-        # then sent them in bursts (core/heap.py says more)
+        # then sent them in bursts (farmdomain/heap.py says more)
         gc.collect()
         gc.freeze()
         try:

@@ -10,7 +10,7 @@ import pytest
 import structlog
 from structlog.typing import EventDict
 
-from core.settings import get_settings
+from farmdomain.settings import get_settings
 
 
 @pytest.fixture(autouse=True)

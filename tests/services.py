@@ -9,8 +9,8 @@ from contextlib import contextmanager
 import redis
 from kombu import Connection
 
-from core.broker import SUBMIT_QUEUE
-from fluxfarm import services
+from farmdomain.broker import SUBMIT_QUEUE
+from tests import servers as services
 
 POSTGRES_URL = os.environ.get(
     "FLUXFARM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import Settings
+from farmdomain.settings import Settings
 
 README = (Path(__file__).parents[1] / "README.md").read_text()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import structlog
 from celery import Celery
 from celery.signals import (
     setup_logging,
@@ -13,14 +14,17 @@ from celery.signals import (
     worker_process_shutdown,
     worker_ready,
 )
+from prometheus_client import start_http_server
 
-from core import metrics
-from core.broker import REAP_TASK, celery_config
-from core.heap import freeze_startup_heap
-from core.logs import configure_logging
-from core.settings import get_settings
+from farmdomain import metrics
+from farmdomain.broker import REAP_TASK, celery_config
+from farmdomain.heap import freeze_startup_heap
+from farmdomain.logs import configure_logging
+from farmdomain.settings import get_settings
+from jobstore.observer import instrument
 from worker.context import process_context
-from worker.instrumentation import instrument, serve_worker_metrics
+
+log = structlog.get_logger(__name__)
 
 settings = get_settings()
 
@@ -68,3 +72,10 @@ def _close_clients(**_: Any) -> None:
     if "store" in vars(context):
         context.store.engine.dispose()
     metrics.process_exited(os.getpid())
+
+
+def serve_worker_metrics(port: int) -> None:
+    """The worker group's /metrics on `port`, from a daemon thread of the main process."""
+    registry = metrics.exposition_registry()
+    server, _ = start_http_server(port, addr="0.0.0.0", registry=registry)  # noqa: S104
+    log.info("metrics.serving", port=server.server_port)

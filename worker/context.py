@@ -1,14 +1,13 @@
-"""What a worker or web process makes once and shares: settings, store, Runware client."""
+"""What a worker process makes once and shares: settings, store, Runware client."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache, cached_property
 
-from core.settings import Settings, get_settings
-from core.store import JobStore
-from worker.recorder import WebhookRecorder
-from worker.runware import RunwareClient
+from farmdomain.settings import Settings, get_settings
+from jobstore.store import JobStore
+from runware_edge.client import RunwareClient
 
 
 @dataclass
@@ -22,10 +21,6 @@ class ProcessContext:
     @cached_property
     def runware(self) -> RunwareClient:
         return RunwareClient(self.settings)
-
-    @cached_property
-    def webhook_recorder(self) -> WebhookRecorder:
-        return WebhookRecorder(self.store)
 
     @cached_property
     def webhook_secrets(self) -> list[bytes]:

@@ -8,13 +8,14 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from core.broker import REAP_TASK
-from core.errors import ProviderError, WebhookRejected
-from core.jobs import FailureReason, Job, JobState
-from core.records import Failure, utcnow
+from farmdomain.broker import REAP_TASK
+from farmdomain.errors import ProviderError, WebhookRejected
+from farmdomain.jobs import FailureReason, Job, JobState
+from farmdomain.values import Failure, utcnow
+from jobstore.bodies import record
+from runware_edge.bodies import parse_body
 from worker.app import app
 from worker.context import ProcessContext, process_context
-from worker.results import parse_body, record
 from worker.tasks import publish_submit
 
 log = structlog.get_logger(__name__)

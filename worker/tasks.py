@@ -12,17 +12,18 @@ from typing import Any
 
 import structlog
 
-from core.batching import Batcher
-from core.broker import SUBMIT_MANY_TASK, SUBMIT_QUEUE, SUBMIT_TASK
-from core.errors import ProviderError, TransientProviderError
-from core.jobs import FailureReason, Job, JobState
-from core.records import Failure, utcnow
-from worker import instrumentation
+from farmdomain.batching import Batcher
+from farmdomain.broker import SUBMIT_MANY_TASK, SUBMIT_QUEUE, SUBMIT_TASK
+from farmdomain.errors import ProviderError, TransientProviderError
+from farmdomain.jobs import FailureReason, Job, JobState
+from farmdomain.values import Failure, utcnow
+from jobstore.bodies import record
+from runware_edge import instrumentation
+from runware_edge.bodies import parse_body
+from runware_edge.client import inference_task
+from runware_edge.tokens import webhook_url
 from worker.app import app
 from worker.context import ProcessContext, process_context
-from worker.results import parse_body, record
-from worker.runware import inference_task
-from worker.tokens import webhook_url
 
 log = structlog.get_logger(__name__)
 

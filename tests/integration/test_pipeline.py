@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.jobs import JobState
-from core.settings import Settings
+from farmdomain.jobs import JobState
+from farmdomain.settings import Settings
 from fluxfarm.demo import demo_requests
 from fluxfarm.processes import Farm, start_pipeline
 from producers.client import FluxfarmClient

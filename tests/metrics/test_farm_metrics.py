@@ -17,13 +17,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from core.jobs import Job, JobState
-from core.settings import Settings
+from farmdomain.jobs import Job, JobState
+from farmdomain.settings import Settings
 from fluxfarm.processes import Farm, free_port
 from producers.client import FluxfarmClient
+from runware_edge.tokens import sign
 from tests.metrics.prometheus_server import Prometheus, prometheus_binary, running_prometheus
 from tests.services import fresh_postgres_database
-from worker.tokens import sign
 
 pytestmark = [
     pytest.mark.integration,

@@ -10,14 +10,16 @@ import pytest
 from prometheus_client import CollectorRegistry
 from structlog.typing import EventDict
 
-from core.jobs import FailureReason, JobState
-from core.metrics import FarmMetrics, FarmState, FarmStateCollector
-from core.migrate import upgrade
-from core.records import Failure, IncomingResult
-from core.settings import Settings
-from core.store import JobStore
-from producers import spend
-from worker.instrumentation import MetricsObserver
+from farmdomain.jobs import FailureReason, JobState
+from farmdomain.metrics import FarmMetrics
+from farmdomain.settings import Settings
+from farmdomain.values import Failure, IncomingResult
+from farmweb.gauges import FarmState, FarmStateCollector
+from jobstore import spend
+from jobstore.migrations import upgrade
+from jobstore.observer import MetricsObserver
+from jobstore.store import JobStore
+from producers import spend_cli
 
 MODEL = {"model": "bfl:5@1"}
 REQUEST = {"positivePrompt": "a kiln at dusk", "width": 512, "height": 512}
@@ -123,7 +125,7 @@ def test_spend_command_prints_the_store_total(
     store.record_result(result(job.task_uuid, "img-1", "0.045"), "webhook")
     monkeypatch.setenv("FLUXFARM_DATA_DIR", str(tmp_path))
     parser = argparse.ArgumentParser()
-    spend.add_command(parser.add_subparsers(dest="command"))
+    spend_cli.add_command(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["spend", "--json"])
     assert args.handler(args) == 0
     assert '"totalUsd": "0.045"' in capsys.readouterr().out

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core.metrics import exported_metric_names
+from farmweb.gauges import exported_metric_names
 
 OPS = Path(__file__).resolve().parents[2] / "ops"
 ALERTS = OPS / "prometheus" / "alerts.yml"

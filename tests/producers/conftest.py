@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from kombu import Connection
 
-from core.broker import SUBMIT_QUEUE, SUBMIT_TASK, celery_config
-from core.migrate import upgrade
-from core.settings import Settings
+from farmdomain.broker import SUBMIT_QUEUE, SUBMIT_TASK, celery_config
+from farmdomain.settings import Settings
+from jobstore.migrations import upgrade
 from producers.client import FluxfarmClient
 
 

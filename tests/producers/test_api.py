@@ -10,12 +10,12 @@ import pytest
 from fastapi import FastAPI
 from starlette.exceptions import StarletteDeprecationWarning
 
-from core.api_tokens import ApiTokenStore
-from core.broker import SUBMIT_MANY_TASK, SUBMIT_TASK
-from core.settings import Settings
-from core.store import JobStore
-from producers.api import build_router, install_error_handlers
-from producers.auth import ApiAuth, TenantClients, install_auth
+from farmdomain.broker import SUBMIT_MANY_TASK, SUBMIT_TASK
+from farmdomain.settings import Settings
+from farmweb.api import build_router, install_error_handlers
+from farmweb.auth import ApiAuth, TenantClients, install_auth
+from jobstore.api_tokens import ApiTokenStore
+from jobstore.store import JobStore
 from producers.client import FluxfarmClient
 
 with warnings.catch_warnings():

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from structlog.typing import EventDict
 
-from core.broker import SUBMIT_TASK
-from core.jobs import JobState
-from core.records import Failure, IncomingResult
-from core.settings import Settings, get_settings
-from core.store import JobStore
+from farmdomain.broker import SUBMIT_TASK
+from farmdomain.jobs import JobState
+from farmdomain.settings import Settings, get_settings
+from farmdomain.values import Failure, IncomingResult
+from jobstore.store import JobStore
 from producers import cli
 
 Run = Any

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from structlog.typing import EventDict
 
-from core.broker import SUBMIT_MANY_TASK, SUBMIT_TASK
-from core.errors import IdempotencyConflict, JobNotFound, RequestInvalid, WaitTimedOut
-from core.jobs import JobState
-from core.records import Failure
-from core.request_schema import parse_request
-from core.settings import Settings
+from farmdomain.broker import SUBMIT_MANY_TASK, SUBMIT_TASK
+from farmdomain.errors import IdempotencyConflict, JobNotFound, RequestInvalid, WaitTimedOut
+from farmdomain.jobs import JobState
+from farmdomain.request_schema import parse_request
+from farmdomain.settings import Settings
+from farmdomain.values import Failure
 from producers.client import FluxfarmClient
 
 

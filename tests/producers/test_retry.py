@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from core.errors import NotRetryable
-from core.jobs import JobState
-from core.records import Failure
+from farmdomain.errors import NotRetryable
+from farmdomain.jobs import JobState
+from farmdomain.values import Failure
 from producers.cli import main
 from producers.client import FluxfarmClient
 from tests.producers.conftest import BrokerQueue

@@ -15,14 +15,14 @@ from _pytest.terminal import TerminalReporter
 from hypothesis import HealthCheck, settings
 from sqlalchemy import select
 
-from core.api_tokens import ApiTokenStore
-from core.jobs import Job
-from core.migrate import upgrade
-from core.settings import Settings
-from core.store import JobStore
-from core.tables import metadata
-from fluxfarm.web import create_app
-from worker.tokens import sign
+from farmdomain.jobs import Job
+from farmdomain.settings import Settings
+from farmweb.app import create_app
+from jobstore.api_tokens import ApiTokenStore
+from jobstore.migrations import upgrade
+from jobstore.schema import metadata
+from jobstore.store import JobStore
+from runware_edge.tokens import sign
 
 with warnings.catch_warnings():
     # starlette 1.x prefers the httpx2 package, which the dev extras do not list yet

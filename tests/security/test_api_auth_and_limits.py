@@ -12,13 +12,13 @@ import pytest
 from kombu import Connection
 from structlog.typing import EventDict
 
-from core.broker import SUBMIT_QUEUE
-from core.errors import ConfigurationError
-from core.metrics import metrics
-from core.settings import Settings
-from fluxfarm.web import create_app
+from farmdomain.broker import SUBMIT_QUEUE
+from farmdomain.errors import ConfigurationError
+from farmdomain.metrics import metrics
+from farmdomain.settings import Settings
+from farmweb.app import create_app
+from runware_edge.tokens import sign
 from tests.security.conftest import SECRET, Farm, make_farm
-from worker.tokens import sign
 
 VALID = {"request": {"positivePrompt": "a lighthouse", "width": 1024, "height": 768}}
 

@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
-from core.downloads import SafeDownloader
-from core.errors import DownloadRefused
-from core.settings import Settings
+from farmdomain.errors import DownloadRefused
+from farmdomain.settings import Settings
+from runware_edge.downloads import SafeDownloader
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 PUBLIC = {"im.runware.ai": ["104.18.6.1"], "evil.example": ["104.18.6.66"]}

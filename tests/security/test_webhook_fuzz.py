@@ -9,8 +9,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from runware_edge.tokens import sign
 from tests.security.conftest import PREVIOUS_SECRET, TALLY, Farm
-from worker.tokens import sign
 
 text = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
 huge = st.one_of(st.integers(), st.integers(min_value=2**63 - 2, max_value=2**80), st.just(-1))

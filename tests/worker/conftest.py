@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from core.migrate import upgrade
-from core.settings import Settings, get_settings
+from farmdomain.settings import Settings, get_settings
+from jobstore.migrations import upgrade
 from simulator.testing import SimulatorHandle, running_simulator
 from worker.context import ProcessContext
 

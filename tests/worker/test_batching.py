@@ -8,7 +8,7 @@ from types import ModuleType
 
 import pytest
 
-from core.jobs import JobState
+from farmdomain.jobs import JobState
 from simulator.testing import SimulatorHandle
 from tests.worker.conftest import PARAMS, queued_jobs
 from worker.context import ProcessContext

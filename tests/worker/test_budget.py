@@ -10,7 +10,7 @@ from types import ModuleType
 
 import pytest
 
-from core.jobs import JobState
+from farmdomain.jobs import JobState
 from simulator.testing import SimulatorHandle
 from tests.worker.conftest import queued_jobs
 from worker.context import ProcessContext

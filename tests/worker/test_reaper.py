@@ -15,19 +15,19 @@ from typing import Any
 
 import pytest
 
-from core.broker import SUBMIT_QUEUE, SUBMIT_TASK
-from core.jobs import Job, JobState
-from core.migrate import upgrade
-from core.records import IncomingResult
-from core.settings import Settings
-from core.store import JobStore
-from core.tables import make_engine
+from farmdomain.broker import SUBMIT_QUEUE, SUBMIT_TASK
+from farmdomain.jobs import Job, JobState
+from farmdomain.settings import Settings
+from farmdomain.values import IncomingResult
+from jobstore.migrations import upgrade
+from jobstore.schema import make_engine
+from jobstore.store import JobStore
+from runware_edge.client import inference_task
+from runware_edge.tokens import webhook_url
 from simulator.settings import SimulatorSettings
 from simulator.testing import SimulatorHandle, running_simulator
-from tests.core.conftest import Clock
+from tests.jobstore.conftest import Clock
 from worker.context import ProcessContext
-from worker.runware import inference_task
-from worker.tokens import webhook_url
 
 PARAMS: dict[str, Any] = {"positivePrompt": "a lighthouse", "width": 256, "height": 256}
 

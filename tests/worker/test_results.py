@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from core.errors import WebhookRejected
-from worker.results import ParsedBody, parse_body
+from farmdomain.errors import WebhookRejected
+from farmdomain.values import ParsedBody
+from runware_edge.bodies import parse_body
 
 TASK = "5b3c3b5e-8c55-4c1e-9a3c-0a2b8f3f6d11"
 

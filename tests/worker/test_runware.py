@@ -12,15 +12,15 @@ import httpx
 import orjson
 import pytest
 
-from core.errors import (
+from farmdomain.errors import (
     ConfigurationError,
     PermanentProviderError,
     ProviderError,
     TransientProviderError,
 )
-from core.jobs import FailureReason
-from core.settings import Settings
-from worker.runware import RunwareClient, inference_task, reason_for_code
+from farmdomain.jobs import FailureReason
+from farmdomain.settings import Settings
+from runware_edge.client import RunwareClient, inference_task, reason_for_code
 
 TASK = "5b3c3b5e-8c55-4c1e-9a3c-0a2b8f3f6d11"
 HOOK = f"https://farm.example/webhooks/runware/{TASK}?token=t0k"

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from worker.tokens import sign, verify, webhook_url
+from runware_edge.tokens import sign, verify, webhook_url
 
 SECRET = b"current-secret"
 OLD = b"previous-secret"

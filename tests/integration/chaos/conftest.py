@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from _pytest.terminal import TerminalReporter
 
-from core.settings import Settings
+from farmdomain.settings import Settings
 from fluxfarm.processes import Farm
-from fluxfarm.services import PrivateRedis
 from tests.integration.chaos.harness import ChaosResult
+from tests.servers import PrivateRedis
 from tests.services import empty_rabbitmq, fresh_postgres_database
 
 _RESULTS: list[ChaosResult] = []

@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
-from core.errors import StoreUnavailable
-from core.jobs import JobState
-from core.settings import Settings
-from core.tables import results
+from farmdomain.errors import StoreUnavailable
+from farmdomain.jobs import JobState
+from farmdomain.settings import Settings
 from fluxfarm.demo import demo_requests
 from fluxfarm.processes import Child, Farm, start_pipeline
+from jobstore.schema import results
 from producers.client import FluxfarmClient
 
 SIMULATOR_KEY = "chaos-key"

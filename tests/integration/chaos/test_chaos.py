@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from fluxfarm.processes import Child
-from fluxfarm.services import PrivateRedis
 from tests.integration.chaos.harness import (
     ChaosFarm,
     ChaosResult,
@@ -20,6 +19,7 @@ from tests.integration.chaos.harness import (
     run_scenario,
     worker_children,
 )
+from tests.servers import PrivateRedis
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(480)]
 

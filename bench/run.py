@@ -1,0 +1,475 @@
+"""One broker's benchmark: our pipeline, the no-op ceiling and the blocking design, one farm.
+
+Every figure comes from the same farm on the same broker and worker concurrency: the job
+store's timestamps and events, the web process's canonical log lines, and /proc.
+"""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import redis
+from celery import Celery
+from kombu import Connection
+from sqlalchemy import func, select, text
+
+from bench import blocking as bench_blocking
+from bench import noop as bench_noop
+from bench.procs import ZERO, Usage, parent_of, pid_of_command, tree_usage
+from farmdomain.broker import SUBMIT_QUEUE, celery_config
+from farmdomain.jobs import TERMINAL_STATES, JobState
+from farmdomain.request_schema import parse_request
+from farmdomain.settings import Settings
+from fluxfarm.processes import Child, Farm, start_pipeline
+from jobstore.schema import events, jobs
+from jobstore.store import JobStore
+from producers.client import FluxfarmClient
+from tests.servers import PrivateRedis, fresh_postgres_database
+
+SIMULATOR_KEY = "bench-key"
+# the benchmark's own Celery apps are not installed: their workers import them from here
+CHECKOUT_ENV = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+REQUEST: dict[str, Any] = {
+    "positivePrompt": "A lighthouse of stacked teacups on a basalt cliff, storm light",
+    "width": 512,
+    "height": 512,
+    "numberResults": 1,
+}
+KINDS = ("web", "worker", "beat", "simulator")
+# the servers the pipeline leans on, whose CPU is part of each job's cost too
+SERVERS = ("database", "broker")
+# the generation times of the half-rate run spread over 0 to this many seconds
+HALF_RATE_SPREAD_S = 2.0
+STAGES = ("queue_wait", "submit_http", "webhook_to_succeeded", "created_to_succeeded")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What every broker's run shares: sizes, concurrency and where the servers are."""
+
+    jobs: int
+    sqlite_jobs: int
+    concurrency: int
+    pool: str
+    producers: int
+    # jobs per submit call in the main phase (client.submit_many); 1 is client.submit
+    submit_batch: int
+    blocking_jobs: int
+    blocking_latency_s: float
+    postgres_url: str
+    amqp_url: str
+    work_dir: Path
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+    @classmethod
+    def of(cls, values_ms: list[float]) -> Percentiles:
+        if len(values_ms) < 2:
+            only = values_ms[0] if values_ms else float("nan")
+            return cls(only, only, only)
+        cuts = statistics.quantiles(values_ms, n=100, method="inclusive")
+        return cls(round(cuts[49], 2), round(cuts[94], 2), round(cuts[98], 2))
+
+
+@dataclass(frozen=True)
+class ProcessFigures:
+    cpu_s_per_1k_jobs: float
+    peak_rss_mb: float
+
+
+@dataclass
+class BrokerResult:
+    """Everything one broker's run measured."""
+
+    broker: str
+    store: str
+    jobs: int
+    failed: int
+    jobs_per_s: float
+    produced_per_s: float
+    # the same jobs submitted one per call (client.submit)
+    single_jobs_per_s: float
+    single_produced_per_s: float
+    noop_per_s: float
+    stages: dict[str, Percentiles]
+    half_rate_jobs_per_s: float
+    half_rate_webhook: Percentiles
+    processes: dict[str, ProcessFigures]
+    single_processes: dict[str, ProcessFigures]
+    slow_jobs: int
+    slow_jobs_per_s: float
+    blocking_jobs_per_s: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ceiling_ratio(self) -> float:
+        return self.jobs_per_s / self.noop_per_s
+
+    @property
+    def single_ceiling_ratio(self) -> float:
+        return self.single_jobs_per_s / self.noop_per_s
+
+    @property
+    def blocking_ratio(self) -> float:
+        return self.slow_jobs_per_s / self.blocking_jobs_per_s
+
+
+@dataclass(frozen=True)
+class Phase:
+    """The jobs of one tenant, once all of them are terminal."""
+
+    count: int
+    failed: int
+    jobs_per_s: float
+    produced_per_s: float
+    queue_wait_ms: list[float]
+    created_to_succeeded_ms: list[float]
+    submit_http_ms: list[float]
+    task_uuids: frozenset[str]
+
+
+def run_broker(broker: str, config: BenchConfig, run: int = 1) -> BrokerResult:
+    """Start a farm on `broker`, measure every figure, stop it."""
+    # a directory per run: kombu keeps its embedded broker's engine per file path for the
+    # life of the process, and a file deleted under it is read-only to that engine
+    data_dir = (config.work_dir / broker / f"run-{run}").resolve()
+    shutil.rmtree(data_dir, ignore_errors=True)
+    data_dir.mkdir(parents=True)
+    count = config.sqlite_jobs if broker == "sqlite" else config.jobs
+    with ExitStack() as stack:
+        farm = stack.enter_context(Farm(Settings(data_dir=data_dir), log_dir=data_dir / "logs"))
+        counter = PrivateRedis.on_free_port(farm, data_dir)
+        counter.start()
+        broker_url = {"rabbitmq": config.amqp_url, "redis": counter.url}.get(broker)
+        database_url = (
+            None
+            if broker == "sqlite"
+            else stack.enter_context(fresh_postgres_database(config.postgres_url, "fluxfarm_b_"))
+        )
+        if broker == "rabbitmq":
+            _purge_rabbitmq(config.amqp_url)
+        pipeline = start_pipeline(
+            farm,
+            api_key=SIMULATOR_KEY,
+            simulator_flags=("--fast-images", "--max-tasks-per-request", "100"),
+            concurrency=config.concurrency,
+            pool=config.pool,
+            broker_url=broker_url,
+            database_url=database_url,
+            log_format="json",
+        )
+        settings, worker, simulator_url = pipeline.settings, pipeline.worker, pipeline.simulator_url
+        store = JobStore.from_settings(settings)
+        stack.callback(store.engine.dispose)
+        runner = _Runner(farm, settings, store, config)
+        return runner.measure(broker, count, worker, simulator_url, counter.url)
+
+
+class _Runner:
+    def __init__(self, farm: Farm, settings: Settings, store: JobStore, config: BenchConfig):
+        self.farm = farm
+        self.settings = settings
+        self.store = store
+        self.config = config
+        self.producer = Celery("bench.main.producer", set_as_current=False)
+        self.server_pids: dict[str, int | None] = {}
+        self.producer.conf.update(celery_config(settings))
+
+    def child(self, name: str) -> Child:
+        return next(c for c in reversed(self.farm.children) if c.name == name)
+
+    def usage(self) -> dict[str, Usage]:
+        found = {kind: tree_usage(self.child(kind).process.pid) for kind in KINDS}
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        found["producer"] = Usage(own.ru_utime + own.ru_stime, own.ru_maxrss * 1024, 0)
+        for server, pid in self.server_pids.items():
+            found[server] = tree_usage(pid) if pid is not None else ZERO
+        return found
+
+    def find_servers(self, broker: str) -> None:
+        """The PostgreSQL postmaster (its backends are its children) and the broker's server;
+        the embedded default has neither: both run inside our own processes."""
+        postmaster = None
+        if self.store.engine.dialect.name == "postgresql":
+            with self.store.engine.connect() as conn:
+                backend = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            postmaster = parent_of(backend)
+        broker_pid = {
+            "rabbitmq": pid_of_command("beam.smp"),
+            "redis": self.child("redis").process.pid,
+        }.get(broker)
+        self.server_pids = {"database": postmaster, "broker": broker_pid}
+
+    def measure(
+        self, broker: str, count: int, worker: Child, simulator_url: str, counter_url: str
+    ) -> BrokerResult:
+        self.find_servers(broker)
+        # a short warm-up so imports, connections and JIT-less caches are not in the figures
+        self.run_phase("warmup", min(50, count), self._submit_ours, batch=self.config.submit_batch)
+        web = self.child("web")
+        offset = _log_size(web)
+        main, processes = self.measured_phase("main", count, self.config.submit_batch)
+        webhook_ms = _webhook_durations(web, offset, main.task_uuids)
+        single, single_processes = self.measured_phase("single", count, 1)
+        offset = _log_size(web)
+        # Generations take seconds, and not all the same: spread over 0-2 s, the webhooks of
+        # a batch arrive as a real farm's do, not in one burst the zero latency would make
+        _set_latency(
+            simulator_url,
+            latency_dist="uniform",
+            latency_min_s=0.0,
+            latency_max_s=HALF_RATE_SPREAD_S,
+        )
+        # as many jobs as the main run, over twice its time: a p99 rests on its slowest 1 %
+        half = self.run_phase(
+            "half",
+            count,
+            self._submit_ours,
+            rate=main.jobs_per_s / 2,
+            batch=self.config.submit_batch,
+        )
+        half_webhook_ms = _webhook_durations(web, offset, half.task_uuids)
+        _set_latency(simulator_url, latency_dist="fixed", latency_s=self.config.blocking_latency_s)
+        slow = self.run_phase("slow", self.config.blocking_jobs, self._submit_ours)
+        self.farm.kill(worker)
+        blocker = self.farm.start_worker(
+            "blocking-worker",
+            self.config.concurrency,
+            self.config.pool,
+            app=bench_blocking.__name__,
+            queues=(bench_blocking.BLOCKING_QUEUE,),
+            extra_env=CHECKOUT_ENV,
+        )
+        blocking = self.run_phase("blocking", self.config.blocking_jobs, self._submit_blocking)
+        self.farm.kill(blocker)
+        noop_per_s = self.noop_rate(count, counter_url)
+        return BrokerResult(
+            broker=broker,
+            store="sqlite" if broker == "sqlite" else "postgresql",
+            jobs=main.count,
+            failed=sum(p.failed for p in (main, single, half, slow, blocking)),
+            jobs_per_s=main.jobs_per_s,
+            produced_per_s=main.produced_per_s,
+            single_jobs_per_s=single.jobs_per_s,
+            single_produced_per_s=single.produced_per_s,
+            noop_per_s=noop_per_s,
+            stages={
+                "queue_wait": Percentiles.of(main.queue_wait_ms),
+                "submit_http": Percentiles.of(main.submit_http_ms),
+                "webhook_to_succeeded": Percentiles.of(webhook_ms),
+                "created_to_succeeded": Percentiles.of(main.created_to_succeeded_ms),
+            },
+            half_rate_jobs_per_s=half.jobs_per_s,
+            half_rate_webhook=Percentiles.of(half_webhook_ms),
+            processes=processes,
+            single_processes=single_processes,
+            slow_jobs=slow.count,
+            slow_jobs_per_s=slow.jobs_per_s,
+            blocking_jobs_per_s=blocking.jobs_per_s,
+        )
+
+    def measured_phase(
+        self, tenant: str, count: int, batch: int
+    ) -> tuple[Phase, dict[str, ProcessFigures]]:
+        """A phase, with each process kind's CPU per 1,000 of its jobs and peak memory."""
+        before = self.usage()
+        phase = self.run_phase(tenant, count, self._submit_ours, batch=batch)
+        after = self.usage()
+        return phase, {
+            kind: ProcessFigures(
+                round((after[kind] - before[kind]).cpu_s * 1000 / phase.count, 2),
+                round(after[kind].peak_rss_bytes / 2**20, 1),
+            )
+            for kind in after
+        }
+
+    def _submit_ours(self, client: FluxfarmClient, count: int) -> None:
+        if count == 1:
+            client.submit(REQUEST)
+        else:
+            client.submit_many([REQUEST] * count)
+
+    def _submit_blocking(self, client: FluxfarmClient, count: int) -> None:
+        parsed = parse_request(REQUEST)
+        for _ in range(count):
+            job, _ = client.store.create_job(
+                parsed.runware_params(),
+                tenant=client.tenant,
+                deadline_s=self.settings.job_deadline_s,
+                fingerprint=parsed.fingerprint(),
+            )
+            self.producer.send_task(
+                bench_blocking.BLOCKING_TASK, args=[job.id], queue=bench_blocking.BLOCKING_QUEUE
+            )
+
+    def run_phase(
+        self,
+        tenant: str,
+        count: int,
+        submit: Callable[[FluxfarmClient, int], None],
+        rate: float | None = None,
+        batch: int = 1,
+    ) -> Phase:
+        """Submit `count` jobs from several producer threads, `batch` per call, then wait for
+        all of them; `rate` paces the calls to that many jobs a second."""
+        threads = self.config.producers
+        with FluxfarmClient(self.settings, tenant=tenant, store=self.store) as client:
+            shares = [count // threads + (i < count % threads) for i in range(threads)]
+            pace = None if rate is None else threads * batch / rate
+            started = time.perf_counter()
+            # paced threads take turns, so that calls come evenly, not all threads at once
+            offsets = [0.0 if pace is None else i * pace / threads for i in range(threads)]
+            workers = [
+                threading.Thread(
+                    target=_produce,
+                    args=(client, submit, share, batch, pace, started + offset),
+                )
+                for share, offset in zip(shares, offsets, strict=True)
+            ]
+            for thread in workers:
+                thread.start()
+            for thread in workers:
+                thread.join()
+            produced_per_s = count / (time.perf_counter() - started)
+            self._wait_terminal(tenant, count)
+        return self._phase(tenant, produced_per_s)
+
+    def _wait_terminal(self, tenant: str, count: int) -> None:
+        deadline = time.monotonic() + self.config.timeout_s
+        terminal = [s.value for s in TERMINAL_STATES]
+        query = select(func.count()).where(jobs.c.tenant == tenant, jobs.c.state.in_(terminal))
+        while time.monotonic() < deadline:
+            with self.store.engine.connect() as conn:
+                if conn.execute(query).scalar_one() >= count:
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"{tenant}: jobs still not terminal after {self.config.timeout_s}s")
+
+    def _phase(self, tenant: str, produced_per_s: float) -> Phase:
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    jobs.c.state,
+                    jobs.c.created_at,
+                    jobs.c.claimed_at,
+                    jobs.c.finished_at,
+                    jobs.c.task_uuid,
+                ).where(jobs.c.tenant == tenant)
+            ).all()
+            acks = conn.execute(
+                select(events.c.detail)
+                .join(jobs, jobs.c.id == events.c.job_id)
+                .where(jobs.c.tenant == tenant, events.c.kind == "acknowledged")
+            ).scalars()
+            submit_ms = [float(detail["duration_ms"]) for detail in acks]
+        done = [r for r in rows if r.state == JobState.SUCCEEDED.value]
+        first: datetime = min(r.created_at for r in rows)
+        last: datetime = max(r.finished_at for r in rows if r.finished_at is not None)
+        return Phase(
+            count=len(rows),
+            failed=len(rows) - len(done),
+            jobs_per_s=round(len(rows) / (last - first).total_seconds(), 1),
+            produced_per_s=round(produced_per_s, 1),
+            queue_wait_ms=[_ms(r.claimed_at - r.created_at) for r in done],
+            created_to_succeeded_ms=[_ms(r.finished_at - r.created_at) for r in done],
+            submit_http_ms=submit_ms,
+            task_uuids=frozenset(r.task_uuid for r in rows),
+        )
+
+    def noop_rate(self, count: int, counter_url: str) -> float:
+        """The no-op task's rate on the same broker, concurrency and pool: the ceiling."""
+        noop = self.farm.start_worker(
+            "noop-worker",
+            self.config.concurrency,
+            self.config.pool,
+            app=bench_noop.__name__,
+            queues=(bench_noop.NOOP_QUEUE,),
+            extra_env=CHECKOUT_ENV,
+        )
+        counter = redis.Redis.from_url(counter_url)
+        key = f"noop:{uuid.uuid4().hex}"
+        started = time.perf_counter()
+        for _ in range(count):
+            self.producer.send_task(
+                bench_noop.NOOP_TASK, args=[counter_url, key], queue=bench_noop.NOOP_QUEUE
+            )
+        deadline = time.monotonic() + self.config.timeout_s
+        while int(counter.get(key) or 0) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError("no-op tasks still running")
+            time.sleep(0.01)
+        elapsed = time.perf_counter() - started
+        self.farm.kill(noop)
+        return round(count / elapsed, 1)
+
+
+def _produce(
+    client: FluxfarmClient,
+    submit: Callable[[FluxfarmClient, int], None],
+    count: int,
+    batch: int,
+    pace: float | None,
+    start_at: float,
+) -> None:
+    """`count` jobs in calls of `batch`; if `pace` is given, one call every `pace` seconds
+    from `start_at` on."""
+    for call, first in enumerate(range(0, count, batch)):
+        if pace is not None:
+            time.sleep(max(0.0, start_at + call * pace - time.perf_counter()))
+        submit(client, min(batch, count - first))
+
+
+def _ms(delta: Any) -> float:
+    return float(delta.total_seconds() * 1000)
+
+
+def _log_size(child: Child) -> int:
+    return child.log_path.stat().st_size
+
+
+def _webhook_durations(web: Child, offset: int, task_uuids: frozenset[str]) -> list[float]:
+    """Webhook handling times (received -> recorded) of the tasks `task_uuids`, from web's
+    canonical log lines after `offset`: a phase begins as the one before it ends, and the
+    last webhooks of that one are not this one's."""
+    with web.log_path.open("rb") as log_file:
+        log_file.seek(offset)
+        lines = log_file.read().splitlines()
+    found = []
+    for line in lines:
+        if b"webhook.received" not in line:
+            continue
+        entry = orjson.loads(line)
+        if entry.get("event") == "webhook.received" and entry.get("task_uuid") in task_uuids:
+            found.append(float(entry["duration_ms"]))
+    return found
+
+
+def _set_latency(simulator_url: str, **latency: str | float) -> None:
+    """The simulator's generation latency from now on (its `latency_*` fault settings)."""
+    response = httpx.post(f"{simulator_url}/_sim/faults", json=latency, timeout=10)
+    response.raise_for_status()
+
+
+def _purge_rabbitmq(url: str) -> None:
+    with Connection(url) as conn:
+        for queue in (SUBMIT_QUEUE, bench_noop.NOOP_QUEUE, bench_blocking.BLOCKING_QUEUE):
+            conn.SimpleQueue(queue).clear()

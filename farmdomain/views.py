@@ -1,0 +1,169 @@
+"""The JSON shapes producers show: a job as callers see it, and the error body."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from farmdomain.errors import FieldIssue
+from farmdomain.jobs import ImageResult, Job, JobEvent, JobState
+
+
+def _usd(amount: Decimal) -> str:
+    # fixed-point text: JSON numbers would round, and Decimal's str() may use exponents
+    return format(amount, "f")
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, serialize_by_alias=True, frozen=True
+    )
+
+
+class FailureView(_View):
+    """Why a job failed."""
+
+    reason: str = Field(description="One of a small fixed set, e.g. provider, timeout, lost.")
+    code: str | None = Field(description="Runware's error code, when it gave one.")
+    message: str | None
+    parameter: str | None = Field(description="The request parameter Runware objected to.")
+
+
+class ImageView(_View):
+    """One image Runware delivered for the job."""
+
+    image_uuid: str = Field(alias="imageUUID")
+    image_url: str | None = Field(alias="imageURL")
+    seed: int | None
+    cost_usd: str | None = Field(description="Exact decimal US dollars.")
+    nsfw: bool | None
+    source: str = Field(description="How the result arrived: webhook or poll.")
+    late: bool = Field(description="Arrived after the job was already terminal.")
+    received_at: datetime
+    has_inline_data: bool = Field(description="The image came as base64 data kept in the store.")
+
+    @classmethod
+    def from_image(cls, image: ImageResult) -> ImageView:
+        return cls(
+            image_uuid=image.image_uuid,
+            image_url=image.image_url,
+            seed=image.seed,
+            cost_usd=None if image.cost_usd is None else _usd(image.cost_usd),
+            nsfw=image.nsfw,
+            source=image.source,
+            late=image.late,
+            received_at=image.received_at,
+            has_inline_data=image.has_inline_data,
+        )
+
+
+class EventView(_View):
+    """One recorded transition or attempt."""
+
+    at: datetime
+    kind: str
+    from_state: str | None
+    to_state: str | None
+    detail: dict[str, Any]
+
+    @classmethod
+    def from_event(cls, event: JobEvent) -> EventView:
+        return cls(
+            at=event.at,
+            kind=event.kind,
+            from_state=event.from_state,
+            to_state=event.to_state,
+            detail=event.detail,
+        )
+
+
+class JobView(_View):
+    """A job: its state, what it asked Runware for, what came back and what it cost."""
+
+    id: str
+    state: JobState
+    task_uuid: str = Field(alias="taskUUID")
+    tenant: str
+    number_results: int
+    images_received: int
+    cost_usd: str = Field(description="Exact decimal US dollars reported by Runware so far.")
+    estimated_cost_usd: str = Field(
+        description="What the job was expected to cost when queued (reserved against a budget)."
+    )
+    attempts: int = Field(description="Submit attempts made so far.")
+    created_at: datetime
+    updated_at: datetime
+    deadline_at: datetime
+    claimed_at: datetime | None
+    submitted_at: datetime | None
+    finished_at: datetime | None
+    request: dict[str, Any] = Field(description="The Runware parameters as stored.")
+    failure: FailureView | None
+    retry_of: str | None
+    images: list[ImageView]
+    events: list[EventView]
+
+    @classmethod
+    def from_job(cls, job: Job) -> JobView:
+        failure = (
+            None
+            if job.failure_reason is None
+            else FailureView(
+                reason=job.failure_reason,
+                code=job.failure_code,
+                message=job.failure_message,
+                parameter=job.failure_parameter,
+            )
+        )
+        return cls(
+            id=job.id,
+            state=job.state,
+            task_uuid=job.task_uuid,
+            tenant=job.tenant,
+            number_results=job.number_results,
+            images_received=job.images_received,
+            cost_usd=_usd(job.cost_usd),
+            estimated_cost_usd=_usd(job.estimate_usd),
+            attempts=job.attempts,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            deadline_at=job.deadline_at,
+            claimed_at=job.claimed_at,
+            submitted_at=job.submitted_at,
+            finished_at=job.finished_at,
+            request=job.request,
+            failure=failure,
+            retry_of=job.retry_of,
+            images=[ImageView.from_image(image) for image in job.images],
+            events=[EventView.from_event(event) for event in job.events],
+        )
+
+
+class BatchView(_View):
+    """The jobs of a batch, in the order of its requests."""
+
+    jobs: list[JobView]
+
+
+class ErrorItem(_View):
+    """One reason a request was refused, naming the field and the rule it broke."""
+
+    field: str
+    rule: str
+    message: str
+
+
+class ErrorBody(_View):
+    """Every reason a request was refused, together."""
+
+    errors: list[ErrorItem]
+
+    @classmethod
+    def of(cls, issues: list[FieldIssue]) -> ErrorBody:
+        return cls(
+            errors=[ErrorItem(field=i.field, rule=i.rule, message=i.message) for i in issues]
+        )

@@ -1,0 +1,80 @@
+"""Webhook bodies written to the store in batches, from the web process's event loop.
+
+Runware POSTs one webhook per image, so a busy farm receives many at once. Each receiver
+awaits its body's outcomes here; a writer takes every body waiting (up to a batch) and
+records them with one store call, a single statement on PostgreSQL, while the next bodies
+gather. Alone, a body is written at once; under load, the store's round trips and commits
+per image fall as the batches grow. The wait costs no thread: only the writers hold one,
+each with a pooled connection. The writers' threads are their own, so webhooks never queue
+behind the job API's calls for the shared thread pool.
+
+Every receiver gets its own body's outcomes or the error that ended its batch; a receiver
+whose client left still has its body written, since Runware will send it again anyway and
+recording is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+from farmdomain.values import BodyRecorded, ParsedBody
+from jobstore.bodies import record_many
+from jobstore.store import JobStore
+
+_Waiting = tuple[ParsedBody, "asyncio.Future[BodyRecorded]"]
+
+
+class WebhookRecorder:
+    """Records parsed webhook bodies in batches of up to `max_batch`, on `writers`
+    threads at most."""
+
+    def __init__(self, store: JobStore, max_batch: int = 100, writers: int = 2) -> None:
+        self._store = store
+        self._max_batch = max_batch
+        self.writers = writers
+        self._busy_writers = 0
+        self._waiting: list[_Waiting] = []
+        # the loop keeps only weak references to tasks: these keep the writers alive
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._threads = ThreadPoolExecutor(writers, thread_name_prefix="webhook-writer")
+
+    async def record(self, body: ParsedBody) -> BodyRecorded:
+        """Write `body` with whatever else is waiting; what it did."""
+        outcome: asyncio.Future[BodyRecorded] = asyncio.get_running_loop().create_future()
+        self._waiting.append((body, outcome))
+        if self._busy_writers < self.writers:
+            self._busy_writers += 1
+            task = asyncio.create_task(self._write_while_waiting())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        # shielded: a receiver cancelled by its client's disconnect leaves the future to
+        # its writer, which still sets it
+        return await asyncio.shield(outcome)
+
+    async def _write_while_waiting(self) -> None:
+        try:
+            while self._waiting:
+                batch = self._waiting[: self._max_batch]
+                del self._waiting[: self._max_batch]
+                await self._write(batch)
+        finally:
+            self._busy_writers -= 1
+
+    async def _write(self, batch: list[_Waiting]) -> None:
+        bodies = [body for body, _ in batch]
+        try:
+            outcomes = await asyncio.get_running_loop().run_in_executor(
+                self._threads, record_many, self._store, bodies, "webhook"
+            )
+        except Exception as exc:
+            # each receiver answers for itself (a 503 asks Runware to deliver again)
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        for (_, future), own in zip(batch, outcomes, strict=True):
+            future.set_result(own)
+
+    def close(self) -> None:
+        """Let the writer threads go once their batches are written."""
+        self._threads.shutdown(wait=True)

@@ -1,0 +1,200 @@
+"""The store's tables and how to connect to them (PostgreSQL or SQLite, one code path)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import DisconnectionError
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both backends (SQLite hands back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("task_uuid", String(36), nullable=False, unique=True),
+    Column("tenant", String(64), nullable=False),
+    Column("idempotency_key", String(255)),
+    Column("request_hash", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("request", Json, nullable=False),
+    Column("number_results", Integer, nullable=False),
+    Column("images_received", Integer, nullable=False, default=0),
+    # micro-dollars: exact sums on both backends without Decimal columns
+    Column("cost_micros", BigInteger, nullable=False, default=0),
+    # what the job is expected to cost (farmdomain.pricing), reserved against the daily budget
+    Column("estimate_micros", BigInteger, nullable=False, server_default="0"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("deadline_at", UTCDateTime, nullable=False),
+    Column("claimed_at", UTCDateTime),
+    Column("submitted_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Column("failure_reason", String(32)),
+    Column("failure_code", String(128)),
+    Column("failure_message", Text),
+    Column("failure_parameter", String(128)),
+    Column("retry_of", String(36), ForeignKey("jobs.id")),
+    UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
+    Index("ix_jobs_state_updated_at", "state", "updated_at"),
+    Index("ix_jobs_claimed_at", "claimed_at"),
+)
+
+results = Table(
+    "results",
+    metadata,
+    Column("task_uuid", String(36), primary_key=True),
+    Column("image_uuid", String(64), primary_key=True),
+    Column("job_id", String(36), ForeignKey("jobs.id"), nullable=False, index=True),
+    Column("image_url", Text),
+    Column("image_data", Text),
+    Column("seed", BigInteger),
+    Column("cost_micros", BigInteger),
+    Column("nsfw", Boolean),
+    Column("source", String(16), nullable=False),
+    Column("late", Boolean, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("job_id", String(36), ForeignKey("jobs.id"), nullable=False, index=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("from_state", String(16)),
+    Column("to_state", String(16)),
+    Column("detail", Json, nullable=False),
+)
+
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("label", String(128), nullable=False),
+    # SHA-256 of the bearer token: the token itself is shown once and never stored
+    Column("token_digest", String(64), nullable=False, unique=True),
+    Column("can_write", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+)
+
+
+def normalize_database_url(url: str) -> str:
+    """Pin PostgreSQL URLs to psycopg 3, the one driver we ship."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
+# connections a process keeps open to PostgreSQL unless its settings say otherwise
+DEFAULT_POOL_SIZE = 10
+
+
+def make_engine(url: str, pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
+    """An engine with the connection behaviour each backend needs under concurrency.
+
+    On PostgreSQL `pool_size` connections stay open. A burst beyond them opens up to as
+    many more, each closed again when it is returned: a new backend per checkout costs
+    PostgreSQL far more CPU than the statement it runs, so callers keep their own
+    concurrency within `pool_size`.
+    """
+    url = normalize_database_url(url)
+    if not url.startswith("sqlite"):
+        engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
+        event.listen(engine.pool, "checkin", _note_checkin)
+        event.listen(engine.pool, "checkout", _make_ping_if_idle(engine.dialect))
+        return engine
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    event.listen(engine, "connect", _configure_sqlite)
+    event.listen(engine, "begin", _begin_immediate)
+    return engine
+
+
+# A connection back in use within this long was alive a moment ago: pinging it (what
+# pool_pre_ping does on every checkout) would cost a round trip per transaction, 4 per job.
+# One that sat idle longer, e.g. across a database restart, is pinged before use.
+PING_AFTER_IDLE_S = 1.0
+
+
+def _note_checkin(_dbapi_connection: Any, record: Any) -> None:
+    record.info["checked_in_at"] = time.monotonic()
+
+
+def _make_ping_if_idle(dialect: Dialect) -> Any:
+    def ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_s = time.monotonic() - record.info.get("checked_in_at", float("-inf"))
+        if idle_s <= PING_AFTER_IDLE_S:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            # the pool drops this connection and checks out (or opens) another
+            raise DisconnectionError("pooled connection failed its ping") from exc
+
+    return ping_if_idle
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" hook issue BEGIN itself instead of pysqlite's deferred one.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _begin_immediate(connection: Any) -> None:
+    # Several processes write one file: taking the write lock up front makes them queue on
+    # busy_timeout instead of failing a deferred transaction's lock upgrade.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")

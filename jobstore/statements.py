@@ -1,0 +1,245 @@
+"""The store's SQL: the hot transitions as statements built once, rows read back into job
+values, and what differs between PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from farmdomain.errors import StoreUnavailable
+from farmdomain.jobs import ImageResult, Job, JobEvent, JobState
+from farmdomain.values import from_micros
+from jobstore.schema import events, jobs, results
+
+EVENT_FIELDS = ("at", "kind", "from_state", "to_state", "detail")
+
+
+def images_of(conn: Connection, job_id: str) -> list[ImageResult]:
+    rows = conn.execute(
+        select(results).where(results.c.job_id == job_id).order_by(results.c.received_at)
+    ).all()
+    return [
+        ImageResult(
+            image_uuid=r.image_uuid,
+            image_url=r.image_url,
+            seed=r.seed,
+            cost_usd=from_micros(r.cost_micros),
+            nsfw=r.nsfw,
+            source=r.source,
+            late=r.late,
+            received_at=r.received_at,
+            has_inline_data=r.image_data is not None,
+        )
+        for r in rows
+    ]
+
+
+def events_of(conn: Connection, job_id: str) -> list[JobEvent]:
+    rows = conn.execute(select(events).where(events.c.job_id == job_id).order_by(events.c.id)).all()
+    return [JobEvent(r.at, r.kind, r.from_state, r.to_state, r.detail) for r in rows]
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """Losing the database surfaces as StoreUnavailable, whatever the driver."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        # the driver's text may carry connection details; the type is enough to act on
+        cause = type(exc.orig or exc).__name__
+        raise StoreUnavailable(f"the job store cannot be reached ({cause})") from exc
+
+
+def event_params(
+    kind: str,
+    from_state: JobState | None,
+    to_state: JobState | None,
+    detail: dict[str, Any],
+    at: datetime,
+) -> dict[str, Any]:
+    """The parameters of the event a `logged` statement records."""
+    return {
+        "event_at": at,
+        "event_kind": kind,
+        "event_from_state": from_state.value if from_state else None,
+        "event_to_state": to_state.value if to_state else None,
+        "event_detail": detail,
+    }
+
+
+def _event_value(name: str) -> Any:
+    return bindparam(f"event_{name}", type_=events.c[name].type)
+
+
+INSERT_EVENT = insert(events).values(
+    job_id=bindparam("event_job_id", type_=events.c.job_id.type),
+    **{name: _event_value(name) for name in EVENT_FIELDS},
+)
+
+
+@functools.cache
+def _with_event(statement: Any) -> Any:
+    """`statement` and the INSERT of its event as one PostgreSQL statement: the event
+    reads the changed row from a CTE."""
+    changed = statement.cte("changed")
+    values = [_event_value(name).label(name) for name in EVENT_FIELDS]
+    logged = (
+        insert(events)
+        .from_select(["job_id", *EVENT_FIELDS], select(changed.c.id, *values))
+        .cte("logged")
+    )
+    return select(changed).add_cte(logged)
+
+
+def execute_with_events(conn: Connection, statement: Any, params: dict[str, Any]) -> list[Row[Any]]:
+    """Run `statement` (a prebuilt INSERT or UPDATE of jobs RETURNING the rows, executed
+    with `params`, event_params included) and record the event for every job it touched.
+
+    Statements are built once and take bind parameters: building one per call, and its
+    cache key, cost more CPU than its round trip. On PostgreSQL the event INSERT joins the
+    statement, so the transition is atomic on its own and costs one round trip; elsewhere
+    it is a second INSERT, and the caller's transaction holds the two together.
+    """
+    if conn.dialect.name == "postgresql":
+        return list(conn.execute(_with_event(statement), params).all())
+    rows = list(conn.execute(statement, params).all())
+    if rows:
+        conn.execute(INSERT_EVENT, [{**params, "event_job_id": row.id} for row in rows])
+    return rows
+
+
+def execute_with_event(conn: Connection, statement: Any, params: dict[str, Any]) -> Row[Any] | None:
+    """`execute_with_events` for a statement that touches at most one job."""
+    rows = execute_with_events(conn, statement, params)
+    return rows[0] if rows else None
+
+
+# The transitions on the hot path, built once with bind parameters (see execute_with_event)
+_NEW_JOB_FIELDS = (
+    "id",
+    "task_uuid",
+    "tenant",
+    "idempotency_key",
+    "request_hash",
+    "state",
+    "request",
+    "number_results",
+    "images_received",
+    "cost_micros",
+    "estimate_micros",
+    "attempts",
+    "created_at",
+    "updated_at",
+    "deadline_at",
+    "retry_of",
+)
+CREATE_JOB = (
+    insert(jobs)
+    .values({name: bindparam(f"new_{name}", type_=jobs.c[name].type) for name in _NEW_JOB_FIELDS})
+    .returning(*jobs.c)
+)
+# Many jobs, executed with a list of rows keyed by column: SQLAlchemy sends them as
+# "insertmanyvalues" pages (one INSERT of up to 1,000 rows each) and gives the rows back in
+# the order of the list. The parameters keep the columns' names because that order is
+# restored through the primary key, which SQLAlchemy finds among the parameters by name.
+CREATE_JOBS = insert(jobs).returning(*jobs.c, sort_by_parameter_order=True)
+_NOW = bindparam("now", type_=jobs.c.updated_at.type)
+_JOB_ID = bindparam("job_id", type_=jobs.c.id.type)
+# the batch forms: `job_ids` is a list, expanded into IN (...) when executed
+_JOB_IDS = jobs.c.id.in_(bindparam("job_ids", type_=jobs.c.id.type, expanding=True))
+
+
+def state_among(*states: str) -> ColumnElement[bool]:
+    """`jobs.state IN states`, for jobs found by their ids, written so no index serves it.
+
+    The reaper's index on (state, updated_at) is there to find jobs by state. Asked for a
+    few ids in one state, the planner may scan that index as well, reading every job in
+    the state: with statistics from before a backlog, each claim read every queued job
+    (2,000 pages a claim at 44,000 queued), claims slowed and the backlog grew. As an
+    expression, the state is only checked on the rows the primary key finds.
+    """
+    return jobs.c.state.concat("").in_(states)
+
+
+def _claim_statement(retry: bool) -> Any:
+    # a retry re-takes its own claim: the job is still `submitting` from its last attempt
+    claimable = (
+        state_among(JobState.QUEUED.value, JobState.SUBMITTING.value)
+        if retry
+        else state_among(JobState.QUEUED.value)
+    )
+    return (
+        update(jobs)
+        .where(_JOB_IDS, jobs.c.attempts == bindparam("expected_attempts"), claimable)
+        .values(
+            state=JobState.SUBMITTING.value,
+            attempts=jobs.c.attempts + 1,
+            claimed_at=func.coalesce(jobs.c.claimed_at, _NOW),
+            updated_at=_NOW,
+        )
+        .returning(*jobs.c)
+    )
+
+
+CLAIM = {retry: _claim_statement(retry) for retry in (False, True)}
+
+
+@functools.cache
+def transition_statement(before: str, target: str, fields: tuple[str, ...]) -> Any:
+    """before -> target for the jobs `job_ids`, setting `fields` from the parameters
+    `set_<field>`."""
+    return (
+        update(jobs)
+        .where(_JOB_IDS, state_among(before))
+        .values(
+            state=target,
+            updated_at=_NOW,
+            **{name: bindparam(f"set_{name}", type_=jobs.c[name].type) for name in fields},
+        )
+        .returning(*jobs.c)
+    )
+
+
+def job_from_row(row: Row[Any], images: Iterable[ImageResult], history: list[JobEvent]) -> Job:
+    return Job(
+        id=row.id,
+        task_uuid=row.task_uuid,
+        tenant=row.tenant,
+        state=JobState(row.state),
+        request=row.request,
+        number_results=row.number_results,
+        images_received=row.images_received,
+        cost_usd=from_micros(row.cost_micros) or Decimal(0),
+        attempts=row.attempts,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        deadline_at=row.deadline_at,
+        claimed_at=row.claimed_at,
+        submitted_at=row.submitted_at,
+        finished_at=row.finished_at,
+        idempotency_key=row.idempotency_key,
+        failure_reason=row.failure_reason,
+        failure_code=row.failure_code,
+        failure_message=row.failure_message,
+        failure_parameter=row.failure_parameter,
+        retry_of=row.retry_of,
+        estimate_usd=from_micros(row.estimate_micros) or Decimal(0),
+        images=list(images),
+        events=history,
+    )

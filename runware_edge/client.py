@@ -1,0 +1,234 @@
+"""The Runware REST client: one pooled httpx client per process, and the one place where
+HTTP outcomes become fluxfarm errors."""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from farmdomain.errors import (
+    ConfigurationError,
+    PermanentProviderError,
+    ProviderError,
+    TransientProviderError,
+)
+from farmdomain.jobs import FailureReason
+from farmdomain.request_schema import MODEL_ID
+from farmdomain.settings import Settings
+from runware_edge import instrumentation
+from runware_edge.codes import ALREADY_ACCEPTED, reason_for_code
+
+
+def inference_task(task_uuid: str, params: dict[str, Any], webhook_url: str) -> dict[str, Any]:
+    """The imageInference task for one job: async, with cost, results by webhook."""
+    return {
+        **params,
+        "taskType": "imageInference",
+        "taskUUID": task_uuid,
+        "model": MODEL_ID,
+        "deliveryMethod": "async",
+        "includeCost": True,
+        "webhookURL": webhook_url,
+    }
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None  # an unusable header is ignored, not a crash of the submit
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _error_items(body: Any) -> list[dict[str, Any]]:
+    if isinstance(body, list):
+        return [e for e in body if isinstance(e, dict)]
+    if not isinstance(body, dict):
+        return []
+    found = body.get("errors") or body.get("error") or []
+    items = found if isinstance(found, list) else [found]
+    return [e for e in items if isinstance(e, dict)]
+
+
+class RunwareClient:
+    """Submits tasks and polls results; never holds a connection open for a generation."""
+
+    def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None) -> None:
+        if settings.runware_api_key is None:
+            raise ConfigurationError("FLUXFARM_RUNWARE_API_KEY must be set to reach Runware")
+        self._url = settings.runware_url
+        self._api_key = settings.runware_api_key
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(settings.submit_timeout_s, connect=settings.connect_timeout_s),
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def submit(self, task: dict[str, Any]) -> list[dict[str, Any]]:
+        """POST one task; returns the acknowledgement's data items.
+
+        Raises TransientProviderError (retry with the same taskUUID) or
+        PermanentProviderError (fail the job). `conflictTaskUUID` counts as accepted.
+        """
+        batch = self.submit_batch([task])
+        failure = batch.failures.get(task["taskUUID"])
+        if failure is not None:
+            raise failure
+        return batch.data
+
+    def submit_batch(self, tasks: list[dict[str, Any]]) -> SubmittedBatch:
+        """POST several tasks in one request; each task's outcome is judged on its own.
+
+        Items are matched by taskUUID, never by position. A task the answer leaves in doubt
+        (a failed status while only other tasks were named in errors) is transient: resent
+        with the same taskUUID, Runware answers `conflictTaskUUID` if it had accepted it.
+        """
+        try:
+            answer = self._post(tasks)
+        except _Unanswered as exc:
+            return SubmittedBatch({t["taskUUID"]: exc.failure(t["taskUUID"]) for t in tasks}, [])
+        failures: dict[str, ProviderError] = {}
+        for task in tasks:
+            task_uuid = task["taskUUID"]
+            exchange = answer.for_task(task_uuid)
+            if any(e.get("code") == ALREADY_ACCEPTED for e in exchange.errors):
+                continue
+            if exchange.errors or (exchange.status >= 400 and not answer.names_others(task_uuid)):
+                failures[task_uuid] = exchange.failure(task_uuid)
+            elif exchange.status >= 400:
+                failures[task_uuid] = TransientProviderError(
+                    task_uuid,
+                    reason_for_code(None, exchange.status),
+                    f"HTTP {exchange.status} named only other tasks of the request",
+                    http_status=exchange.status,
+                    retry_after=exchange.retry_after,
+                )
+        return SubmittedBatch(failures, answer.data)
+
+    def get_response(self, task_uuid: str) -> _Exchange:
+        """The cumulative state of every generation of a task (getResponse).
+
+        Runware's answer for a task it does not know comes back as the exchange's errors;
+        only failures to ask at all are raised.
+        """
+        try:
+            answer = self._post([{"taskType": "getResponse", "taskUUID": task_uuid}])
+        except _Unanswered as exc:
+            raise exc.failure(task_uuid) from exc.__cause__
+        exchange = answer.for_task(task_uuid)
+        if exchange.transient or exchange.status in (401, 402, 403):
+            raise exchange.failure(task_uuid)
+        return exchange
+
+    def _post(self, tasks: list[dict[str, Any]]) -> _Exchange:
+        headers = {
+            "Authorization": f"Bearer {self._api_key.get_secret_value()}",
+            "Content-Type": "application/json",
+        }
+        inference = tasks[0].get("taskType") == "imageInference"
+        started = time.perf_counter()
+        try:
+            response = self._http.post(self._url, content=orjson.dumps(tasks), headers=headers)
+        except httpx.TimeoutException as exc:
+            instrumentation.provider_request(inference, "timeout", started)
+            raise _Unanswered(
+                FailureReason.TIMEOUT, f"no answer in time ({type(exc).__name__})"
+            ) from exc
+        except httpx.TransportError as exc:
+            instrumentation.provider_request(inference, "error", started)
+            raise _Unanswered(
+                FailureReason.SERVER, f"connection failed ({type(exc).__name__})"
+            ) from exc
+        instrumentation.provider_request(inference, str(response.status_code), started)
+        try:
+            body = orjson.loads(response.content) if response.content else {}
+        except orjson.JSONDecodeError:
+            body = {}
+        data = body.get("data", []) if isinstance(body, dict) else []
+        return _Exchange(
+            status=response.status_code,
+            data=[d for d in data if isinstance(d, dict)] if isinstance(data, list) else [],
+            errors=_error_items(body),
+            retry_after=_retry_after(response),
+        )
+
+
+class _Unanswered(Exception):
+    """The request got no HTTP answer: every task in it is in doubt."""
+
+    def __init__(self, reason: FailureReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+    def failure(self, task_uuid: str) -> TransientProviderError:
+        failure = TransientProviderError(task_uuid, self.reason, self.detail)
+        # the transport's own exception stays the cause, for the logs
+        failure.__cause__ = self.__cause__
+        return failure
+
+
+@dataclass(frozen=True)
+class SubmittedBatch:
+    """One request's tasks: the failed ones by taskUUID (the rest were accepted), and the
+    acknowledgement's data items."""
+
+    failures: dict[str, ProviderError]
+    data: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class _Exchange:
+    """One answered POST: its status and items, for every task it carried or, narrowed by
+    `for_task`, for one of them."""
+
+    status: int
+    data: list[dict[str, Any]]
+    errors: list[dict[str, Any]]
+    retry_after: float | None
+
+    def for_task(self, task_uuid: str) -> _Exchange:
+        """The items that concern `task_uuid`: its own errors and those naming no task."""
+        errors = [e for e in self.errors if e.get("taskUUID") in (task_uuid, None)]
+        return _Exchange(self.status, self.data, errors, self.retry_after)
+
+    def names_others(self, task_uuid: str) -> bool:
+        return any(e.get("taskUUID") not in (task_uuid, None) for e in self.errors)
+
+    @property
+    def transient(self) -> bool:
+        return self.status in (408, 429) or self.status >= 500
+
+    def failure(self, task_uuid: str) -> ProviderError:
+        first = self.errors[0] if self.errors else {}
+        code = first.get("code") if isinstance(first.get("code"), str) else None
+        message = str(first.get("message") or f"HTTP {self.status}")[:2000]
+        parameter = first.get("parameter") if isinstance(first.get("parameter"), str) else None
+        reason = reason_for_code(code, self.status)
+        if self.transient:
+            return TransientProviderError(
+                task_uuid,
+                reason,
+                message,
+                code=code,
+                http_status=self.status,
+                retry_after=self.retry_after,
+            )
+        return PermanentProviderError(
+            task_uuid, reason, message, code=code, parameter=parameter, http_status=self.status
+        )
