@@ -7,38 +7,44 @@ worker process is busy for the whole generation.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import Any, cast
 
-from celery import Celery
-from celery.signals import worker_process_init
+from celery import Task
 
-from farmdomain.broker import celery_config
-from farmdomain.settings import get_settings
+from farmdomain.settings import Settings
 from jobstore.bodies import record
 from runware_edge.bodies import parse_body
 from runware_edge.client import inference_task
-from worker.context import process_context
+from worker.app import FarmCelery, create_app
 
-BLOCKING_TASK = "bench.main.blocking"
-BLOCKING_QUEUE = "bench.main.blocking"
-
-app = Celery("bench.main.blocking")
-# lazily: importing the module (the benchmark does, for the names) reads no settings
-app.add_defaults(lambda: celery_config(get_settings()))
+BLOCKING_TASK = "bench.blocking"
+BLOCKING_QUEUE = "bench.blocking"
 
 
-@worker_process_init.connect
-def _fresh_context_after_fork(**_: Any) -> None:
-    process_context.cache_clear()
-
-
-@app.task(name=BLOCKING_TASK, ignore_result=True)
-def render_blocking(job_id: str) -> None:
-    context = process_context()
+def render_blocking(task: Task[Any, Any], job_id: str) -> None:
+    context = cast(FarmCelery, task.app).context
     job = context.store.claim(job_id, 0)
     if job is None:
         return
-    task = {**inference_task(job.task_uuid, job.request, ""), "deliveryMethod": "sync"}
-    del task["webhookURL"]
-    items = context.runware.submit(task)
+    request = {**inference_task(job.task_uuid, job.request, ""), "deliveryMethod": "sync"}
+    del request["webhookURL"]
+    items = context.runware.submit(request)
     record(context.store, parse_body({"data": items}), "sync")
+
+
+@functools.cache
+def _app() -> FarmCelery:
+    app = create_app(Settings())
+    app.task(name=BLOCKING_TASK, bind=True, ignore_result=True)(
+        cast("Callable[..., None]", render_blocking)
+    )
+    return app
+
+
+def __getattr__(name: str) -> FarmCelery:
+    # `celery -A bench.blocking` asks for `app`: only then is the environment read
+    if name == "app":
+        return _app()
+    raise AttributeError(name)

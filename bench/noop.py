@@ -15,10 +15,10 @@ from celery import Celery
 from farmdomain.broker import celery_config
 from farmdomain.settings import get_settings
 
-NOOP_TASK = "bench.main.noop"
-NOOP_QUEUE = "bench.main.noop"
+NOOP_TASK = "bench.noop"
+NOOP_QUEUE = "bench.noop"
 
-app = Celery("bench.main.noop")
+app = Celery("bench.noop")
 # lazily: importing the module (the benchmark does, for the names) reads no settings
 app.add_defaults(lambda: celery_config(get_settings()))
 

@@ -179,4 +179,9 @@ class WaitTimedOut(FluxfarmError):
 
 
 class ConfigurationError(FluxfarmError):
-    """The configured settings cannot work together."""
+    """A setting cannot work: names the environment variable and why."""
+
+    def __init__(self, setting: str, reason: str) -> None:
+        super().__init__(f"{setting}: {reason}")
+        self.setting = setting
+        self.reason = reason

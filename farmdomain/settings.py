@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from farmdomain.errors import ConfigurationError
+
 RUNWARE_API_URL = "https://api.runware.ai/v1"
 
 
@@ -128,11 +130,6 @@ class Settings(BaseSettings):
     worker_prefetch: int = Field(
         4, ge=1, description="Messages a worker process reserves ahead (I/O-bound task)."
     )
-    crash_points: dict[str, float] = Field(
-        default_factory=dict,
-        description="Test only: share of submits that die at a named point "
-        '(after_claim, after_post), e.g. {"after_post": 0.05}.',
-    )
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="auto: console on a TTY, JSON otherwise."
     )
@@ -177,6 +174,14 @@ class Settings(BaseSettings):
         current = self.webhook_secret or _embedded_webhook_secret(self.data_dir)
         found = [current, self.webhook_secret_previous]
         return [s.get_secret_value().encode() for s in found if s is not None]
+
+    def check_webhook_secret(self) -> None:
+        """Raise ConfigurationError unless the signing secret can be read."""
+        try:
+            self.webhook_secrets()
+        except OSError as exc:
+            where = "FLUXFARM_WEBHOOK_SECRET" if self.webhook_secret else "FLUXFARM_DATA_DIR"
+            raise ConfigurationError(where, f"the webhook secret cannot be read: {exc}") from exc
 
 
 def _embedded_webhook_secret(data_dir: Path) -> SecretStr:

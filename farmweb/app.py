@@ -20,13 +20,14 @@ from starlette.types import Receive, Scope, Send
 from farmdomain import metrics
 from farmdomain.heap import freeze_startup_heap
 from farmdomain.logs import configure_logging
-from farmdomain.settings import Settings, get_settings
+from farmdomain.settings import Settings
 from farmweb import gauges, spend, webhook
 from farmweb.api import build_router, install_error_handlers
 from farmweb.auth import ApiAuth, TenantClients, auth_mode, install_auth
 from farmweb.context import WebContext
 from farmweb.limits import RequestLimits
 from jobstore.api_tokens import ApiTokenStore
+from jobstore.migrations import require_current_schema
 from jobstore.observer import instrument
 from jobstore.store import JobStore
 from producers.client import FluxfarmClient
@@ -45,10 +46,24 @@ class FarmApp(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._serve(scope, receive, send)
 
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            super().openapi()["paths"].update(webhook.OPENAPI_PATHS)
+        return super().openapi()
+
+
+def check_web_settings(settings: Settings) -> None:
+    """What `web` cannot serve without; raises ConfigurationError naming the setting."""
+    auth_mode(settings)
+    settings.check_webhook_secret()
+    require_current_schema(settings.resolved_database_url())
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the web app; uvicorn calls this with `--factory`."""
-    settings = settings or get_settings()
+    """Build the web app for `settings` (uvicorn's `--factory` passes none: then the
+    environment's); refuses settings it cannot serve with."""
+    settings = settings or Settings()
+    check_web_settings(settings)
     context = WebContext(settings, JobStore.from_settings(settings))
     mode = auth_mode(settings)
     metrics.configure(settings)

@@ -46,8 +46,9 @@ def auth_mode(settings: Settings) -> AuthMode:
         return "open" if loopback else "required"
     if settings.api_auth == "open" and not loopback:
         raise ConfigurationError(
-            f"FLUXFARM_API_AUTH=open needs a loopback FLUXFARM_BIND_HOST, not "
-            f"{settings.bind_host!r}: anyone who can reach it could submit paid jobs"
+            "FLUXFARM_API_AUTH",
+            f"open needs a loopback FLUXFARM_BIND_HOST, not {settings.bind_host!r}: anyone "
+            "who can reach it could submit paid jobs",
         )
     return settings.api_auth
 

@@ -32,6 +32,48 @@ WEBHOOK_PREFIX = "/webhooks/runware/"
 STORE_UNAVAILABLE = "store_unavailable"
 
 
+def _answer_doc(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {}}}
+
+
+# The receiver answers ahead of the job API's routing and middleware (it is the hot path),
+# so FastAPI does not see it as a route; this documents it in the app's OpenAPI instead.
+OPENAPI_PATHS: dict[str, Any] = {
+    WEBHOOK_PREFIX + "{taskUUID}": {
+        "post": {
+            "operationId": "receiveRunwareResult",
+            "summary": "Runware's result delivery for one task (called by Runware, not by you)",
+            "tags": ["runware"],
+            "parameters": [
+                {"name": "taskUUID", "in": "path", "required": True, "schema": {"type": "string"}},
+                {
+                    "name": "token",
+                    "in": "query",
+                    "required": True,
+                    "description": "HMAC-SHA256 of the taskUUID under the webhook secret.",
+                    "schema": {"type": "string"},
+                },
+            ],
+            "requestBody": {
+                "required": True,
+                "description": "A result item, or an envelope with `data` and/or `errors`.",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
+            "responses": {
+                "200": _answer_doc("Recorded (or a duplicate or late result): an outcome each."),
+                "400": _answer_doc("The body is not JSON or not a Runware body."),
+                "401": _answer_doc("The token is missing or wrong."),
+                "403": _answer_doc("The body names a task this token does not cover."),
+                "404": _answer_doc("No job has this taskUUID."),
+                "405": _answer_doc("Only POST is answered."),
+                "413": _answer_doc("The body is over the size limit."),
+                "503": _answer_doc("The store cannot be reached; Runware delivers again."),
+            },
+        }
+    }
+}
+
+
 class _ClientLeft(Exception):
     """The client disconnected before its body arrived: there is no one left to answer."""
 

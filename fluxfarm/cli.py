@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
-import os
 import sys
 from pathlib import Path
 from types import ModuleType
 
 from farmdomain import metrics
-from farmdomain.settings import get_settings
+from farmdomain.errors import ConfigurationError
+from farmdomain.settings import Settings
 from fluxfarm import demo
 from producers.cli import add_commands
 
@@ -22,12 +23,19 @@ MAX_CONCURRENCY = 1000  # connections and tasks at once per worker; 503 beyond
 
 def _serve_web(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415 - only this command needs the server
+    from uvicorn.supervisors import Multiprocess  # noqa: PLC0415
+
+    from farmweb.app import check_web_settings, create_app  # noqa: PLC0415 - nor the app
 
     # the app decides between open and token-only by the address it is served on
-    os.environ["FLUXFARM_BIND_HOST"] = args.host
-    metrics.start_group(get_settings())
-    uvicorn.run(
-        "farmweb.app:create_app",
+    settings = Settings(bind_host=args.host)
+    try:
+        check_web_settings(settings)
+    except ConfigurationError as exc:
+        raise SystemExit(f"fluxfarm web: {exc}") from None
+    metrics.start_group(settings)
+    config = uvicorn.Config(
+        functools.partial(create_app, settings),
         factory=True,
         host=args.host,
         port=args.port,
@@ -37,6 +45,11 @@ def _serve_web(args: argparse.Namespace) -> int:
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         limit_concurrency=MAX_CONCURRENCY,
     )
+    if config.workers > 1:
+        # each worker process builds the app from the same settings, passed, not inherited
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+    else:
+        uvicorn.Server(config).run()
     return 0
 
 

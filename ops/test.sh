@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: install into .venv from the pinned constraints, then lint, type-check
-# and run every test. Needs PostgreSQL, Redis and RabbitMQ (ops/services.sh starts them).
+# The test command: install into .venv from the pinned constraints, then lint, type-check,
+# check the import rules of ARCHITECTURE.md and run every test. Needs PostgreSQL, Redis and
+# RabbitMQ (ops/services.sh starts them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,4 +12,5 @@ python3 -m venv .venv
 .venv/bin/ruff format --check .
 .venv/bin/ruff check .
 .venv/bin/mypy
+.venv/bin/lint-imports
 .venv/bin/pytest "$@"

@@ -67,7 +67,7 @@ class RunwareClient:
 
     def __init__(self, settings: Settings, transport: httpx.BaseTransport | None = None) -> None:
         if settings.runware_api_key is None:
-            raise ConfigurationError("FLUXFARM_RUNWARE_API_KEY must be set to reach Runware")
+            raise ConfigurationError("FLUXFARM_RUNWARE_API_KEY", "must be set to reach Runware")
         self._url = settings.runware_url
         self._api_key = settings.runware_api_key
         self._http = httpx.Client(

@@ -1,33 +1,67 @@
-"""What a worker process makes once and shares: settings, store, Runware client."""
+"""What a worker process makes once and its tasks share: settings, store, Runware client,
+batcher, and the hooks at the two dangerous moments of a submission."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cache, cached_property
+from collections.abc import Callable, Sequence
+from dataclasses import InitVar, dataclass, field
+from typing import Protocol
 
-from farmdomain.settings import Settings, get_settings
+from celery import Celery
+
+from farmdomain.batching import Batcher
+from farmdomain.jobs import Job
+from farmdomain.settings import Settings
 from jobstore.store import JobStore
 from runware_edge.client import RunwareClient
 
+# a job handed to the batcher: (job_id, the attempt count its message expects)
+Claim = tuple[str, int]
+
+
+class SubmitHooks(Protocol):
+    """Told at the two moments where a crash could lose or double-pay a job: claimed but
+    not POSTed, and POSTed but `submitted` not recorded. The chaos tests crash there."""
+
+    def after_claim(self, jobs: Sequence[Job]) -> None: ...
+
+    def after_post(self, jobs: Sequence[Job]) -> None: ...
+
+
+class NoHooks:
+    """Production: nothing happens at either moment."""
+
+    def after_claim(self, jobs: Sequence[Job]) -> None:
+        pass
+
+    def after_post(self, jobs: Sequence[Job]) -> None:
+        pass
+
 
 @dataclass
-class ProcessContext:
+class WorkerContext:
+    """One per worker process, opened when the process starts (after the fork in a
+    prefork child), closed when it stops; tasks reach it through their bound task."""
+
     settings: Settings
+    app: Celery
+    store: JobStore
+    runware: RunwareClient
+    hooks: SubmitHooks
+    submit: InitVar[Callable[[WorkerContext, list[Claim]], list[None]]]
+    webhook_secrets: list[bytes] = field(init=False)
+    batcher: Batcher[Claim, None] = field(init=False)
 
-    @cached_property
-    def store(self) -> JobStore:
-        return JobStore.from_settings(self.settings)
+    def __post_init__(self, submit: Callable[[WorkerContext, list[Claim]], list[None]]) -> None:
+        self.webhook_secrets = self.settings.webhook_secrets()
+        self.batcher = Batcher(
+            lambda claims: submit(self, claims),
+            self.settings.submit_batch_max,
+            self.settings.submit_parallel_posts,
+            name="submit",
+        )
 
-    @cached_property
-    def runware(self) -> RunwareClient:
-        return RunwareClient(self.settings)
-
-    @cached_property
-    def webhook_secrets(self) -> list[bytes]:
-        return self.settings.webhook_secrets()
-
-
-@cache
-def process_context() -> ProcessContext:
-    """This process's context; cleared after a fork so children never share sockets."""
-    return ProcessContext(get_settings())
+    def close(self) -> None:
+        self.batcher.close()
+        self.runware.close()
+        self.store.engine.dispose()

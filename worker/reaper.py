@@ -5,18 +5,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import structlog
 
-from farmdomain.broker import REAP_TASK
 from farmdomain.errors import ProviderError, WebhookRejected
 from farmdomain.jobs import FailureReason, Job, JobState
 from farmdomain.values import Failure, utcnow
 from jobstore.bodies import record
 from runware_edge.bodies import parse_body
-from worker.app import app
-from worker.context import ProcessContext, process_context
+from worker.context import WorkerContext
 from worker.tasks import publish_submit
+
+if TYPE_CHECKING:
+    from worker.app import FarmTask
 
 log = structlog.get_logger(__name__)
 
@@ -31,9 +33,8 @@ class ReapReport:
     timed_out: list[str] = field(default_factory=list)
 
 
-@app.task(name=REAP_TASK, ignore_result=True)
-def reap() -> None:
-    report = reap_once(process_context(), utcnow())
+def reap(task: FarmTask) -> None:
+    report = reap_once(task.context, utcnow())
     log.info(
         "reaper.pass",
         republished=len(report.republished),
@@ -43,7 +44,7 @@ def reap() -> None:
     )
 
 
-def reap_once(context: ProcessContext, now: datetime) -> ReapReport:
+def reap_once(context: WorkerContext, now: datetime) -> ReapReport:
     store, settings = context.store, context.settings
     report = ReapReport()
     for job in store.overdue_jobs(now):
@@ -59,12 +60,12 @@ def reap_once(context: ProcessContext, now: datetime) -> ReapReport:
     for job in store.stale_jobs(JobState.QUEUED, older(settings.queued_republish_after_s)):
         # the message may be lost; a duplicate is harmless since only one claim can win
         if store.touch(job.id, JobState.QUEUED, "republished", {}):
-            publish_submit(job.id, 0)
+            publish_submit(context, job.id, 0)
             report.republished.append(job.id)
     for job in store.stale_jobs(JobState.SUBMITTING, older(settings.submitting_stale_after_s)):
         # the outcome of the last POST is unknown: resubmit with the same taskUUID
         if store.touch(job.id, JobState.SUBMITTING, "resubmitted", {"attempt": job.attempts}):
-            publish_submit(job.id, job.attempts)
+            publish_submit(context, job.id, job.attempts)
             report.resubmitted.append(job.id)
     for job in store.stale_jobs(JobState.SUBMITTED, older(settings.submitted_poll_after_s)):
         if store.touch(job.id, JobState.SUBMITTED, "polled", {}):
@@ -73,7 +74,7 @@ def reap_once(context: ProcessContext, now: datetime) -> ReapReport:
     return report
 
 
-def _poll(context: ProcessContext, job: Job) -> None:
+def _poll(context: WorkerContext, job: Job) -> None:
     """Reconcile a submitted job with getResponse, recording what it finds like a webhook."""
     with structlog.contextvars.bound_contextvars(job_id=job.id, task_uuid=job.task_uuid):
         try:

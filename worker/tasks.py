@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import functools
-import os
 import random
-import signal
 import time
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from farmdomain.batching import Batcher
-from farmdomain.broker import SUBMIT_MANY_TASK, SUBMIT_QUEUE, SUBMIT_TASK
+from farmdomain.broker import SUBMIT_QUEUE, SUBMIT_TASK
 from farmdomain.errors import ProviderError, TransientProviderError
 from farmdomain.jobs import FailureReason, Job, JobState
 from farmdomain.values import Failure, utcnow
@@ -22,8 +18,10 @@ from runware_edge import instrumentation
 from runware_edge.bodies import parse_body
 from runware_edge.client import inference_task
 from runware_edge.tokens import webhook_url
-from worker.app import app
-from worker.context import ProcessContext, process_context
+from worker.context import Claim, WorkerContext
+
+if TYPE_CHECKING:
+    from worker.app import FarmTask
 
 log = structlog.get_logger(__name__)
 
@@ -35,40 +33,26 @@ def backoff_s(attempt: int, base_s: float, cap_s: float, retry_after: float | No
     return max(retry_after or 0.0, random.uniform(0, ceiling))
 
 
-# a job handed to the batcher: (job_id, the attempt count its message expects)
-Claim = tuple[str, int]
-
-
-@app.task(name=SUBMIT_TASK, ignore_result=True)
-def submit(job_id: str, expected_attempts: int = 0) -> None:
+def submit(task: FarmTask, job_id: str, expected_attempts: int = 0) -> None:
     """Submit one job, in one request with whatever jobs this process's other threads hold;
     a message whose attempt already ran claims nothing and returns."""
-    _batcher().run((job_id, expected_attempts))
+    task.context.batcher.run((job_id, expected_attempts))
 
 
-@app.task(name=SUBMIT_MANY_TASK, ignore_result=True)
-def submit_many(claims: list[list[Any]]) -> None:
+def submit_many(task: FarmTask, claims: list[list[Any]]) -> None:
     """Submit the jobs of one message, [[job_id, expected_attempts], ...], as `submit` does
     each: they go to Runware together, with whatever else this process holds."""
-    _batcher().run_all([(str(job_id), int(attempts)) for job_id, attempts in claims])
+    task.context.batcher.run_all([(str(job_id), int(attempts)) for job_id, attempts in claims])
 
 
-@functools.cache
-def _batcher() -> Batcher[Claim, None]:
-    settings = process_context().settings
-    return Batcher(
-        _submit_claims, settings.submit_batch_max, settings.submit_parallel_posts, name="submit"
-    )
-
-
-def _submit_claims(claims: list[Claim]) -> list[None]:
-    submit_batch(claims)
+def submit_claims(context: WorkerContext, claims: list[Claim]) -> list[None]:
+    """The batcher's handler: one batch of claims, one result per claim."""
+    submit_batch(context, claims)
     return [None] * len(claims)
 
 
-def submit_batch(claims: list[Claim]) -> None:
+def submit_batch(context: WorkerContext, claims: list[Claim]) -> None:
     """Claim the jobs, POST the ones still due in one request, record each outcome."""
-    context = process_context()
     claimed = context.store.claim_many(claims)
     won = {job.id for job in claimed}
     for job_id, expected_attempts in claims:
@@ -79,7 +63,7 @@ def submit_batch(claims: list[Claim]) -> None:
         _post(context, due)
 
 
-def _due(context: ProcessContext, claimed: list[Job]) -> list[Job]:
+def _due(context: WorkerContext, claimed: list[Job]) -> list[Job]:
     """The claimed jobs that may still be sent: in time, and within the daily budget."""
     due = []
     for job in claimed:
@@ -96,7 +80,7 @@ def _due(context: ProcessContext, claimed: list[Job]) -> list[Job]:
     return [job for job in due if job.id not in refused_ids]
 
 
-def _over_budget(context: ProcessContext, due: list[Job]) -> list[Job]:
+def _over_budget(context: WorkerContext, due: list[Job]) -> list[Job]:
     """The first attempts among `due` that today's committed spend has no room for.
 
     Only a first attempt is held to the budget: a retry resends a task Runware may already
@@ -123,18 +107,18 @@ def _over_budget(context: ProcessContext, due: list[Job]) -> list[Job]:
     return refused
 
 
-def _post(context: ProcessContext, due: list[Job]) -> None:
+def _post(context: WorkerContext, due: list[Job]) -> None:
     secret = context.webhook_secrets[0]
     base_url = context.settings.public_base_url
     tasks = [
         inference_task(job.task_uuid, job.request, webhook_url(base_url, job.task_uuid, secret))
         for job in due
     ]
-    crash_point(context, "after_claim")
+    context.hooks.after_claim(due)
     started = time.perf_counter()
     batch = context.runware.submit_batch(tasks)
     duration_ms = round((time.perf_counter() - started) * 1000, 1)
-    crash_point(context, "after_post")
+    context.hooks.after_post(due)
     if batch.data:
         record(context.store, parse_body({"data": batch.data}), "ack")
     accepted = [job for job in due if job.task_uuid not in batch.failures]
@@ -158,7 +142,7 @@ def _failure_of(error: ProviderError) -> Failure:
     return Failure(error.reason, error.detail, code=error.code, parameter=error.parameter)
 
 
-def _retry_or_fail(context: ProcessContext, job: Job, exc: TransientProviderError) -> None:
+def _retry_or_fail(context: WorkerContext, job: Job, exc: TransientProviderError) -> None:
     settings = context.settings
     delay = backoff_s(
         job.attempts, settings.retry_base_delay_s, settings.retry_max_delay_s, exc.retry_after
@@ -182,29 +166,19 @@ def _retry_or_fail(context: ProcessContext, job: Job, exc: TransientProviderErro
     log.warning("submit.retry", **attempt)
     instrumentation.submit_retried(exc.reason)
     # the same taskUUID goes again: Runware answers conflictTaskUUID if the first try landed
-    publish_submit(job.id, job.attempts, countdown=delay)
+    publish_submit(context, job.id, job.attempts, countdown=delay)
 
 
-def crash_point(context: ProcessContext, point: str) -> None:
-    """Die here, as a `kill -9` would, when FLUXFARM_CRASH_POINTS asks for it.
-
-    The windows between claim and POST and between POST and `submitted` are where a
-    crash could lose or double-pay a job, so the chaos tests need to hit them on purpose.
-    """
-    share = context.settings.crash_points.get(point, 0.0)
-    if share and random.random() < share:
-        log.warning("crash_point.hit", point=point)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def publish_submit(job_id: str, expected_attempts: int, countdown: float | None = None) -> None:
+def publish_submit(
+    context: WorkerContext, job_id: str, expected_attempts: int, countdown: float | None = None
+) -> None:
     options: dict[str, Any] = {"queue": SUBMIT_QUEUE}
     if countdown:
         options["countdown"] = countdown
-    submit.apply_async(args=(job_id, expected_attempts), **options)
+    context.app.send_task(SUBMIT_TASK, args=(job_id, expected_attempts), **options)
 
 
-def _fail(context: ProcessContext, job: Job, failure: Failure) -> None:
+def _fail(context: WorkerContext, job: Job, failure: Failure) -> None:
     if context.store.fail(job.id, failure):
         log.warning(
             "job.failed",

@@ -17,6 +17,7 @@ from farmdomain.errors import ConfigurationError
 from farmdomain.metrics import metrics
 from farmdomain.settings import Settings
 from farmweb.app import create_app
+from jobstore.migrations import upgrade
 from runware_edge.tokens import sign
 from tests.security.conftest import SECRET, Farm, make_farm
 
@@ -90,6 +91,7 @@ def test_open_mode_serves_loopback_clients_only(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "farm.example.com"])
 def test_the_api_refuses_to_start_open_off_loopback(tmp_path: Path, host: str) -> None:
+    upgrade(Settings(data_dir=tmp_path).resolved_database_url())
     with pytest.raises(ConfigurationError, match="loopback"):
         create_app(Settings(data_dir=tmp_path, api_auth="open", bind_host=host))
     assert create_app(Settings(data_dir=tmp_path, bind_host=host)).state.api_auth.mode == (

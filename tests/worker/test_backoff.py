@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import importlib
 import random
 from collections.abc import Callable
-from types import ModuleType
 
 import pytest
+
+from worker import tasks
 
 SAMPLES = 2000
 
 
 @pytest.fixture
-def backoff_s(worker_app: ModuleType) -> Callable[[int, float, float, float | None], float]:
-    tasks = importlib.import_module("worker.tasks")
+def backoff_s() -> Callable[[int, float, float, float | None], float]:
     random.seed(1234)
-    return tasks.backoff_s  # type: ignore[no-any-return]
+    return tasks.backoff_s
 
 
 @pytest.mark.parametrize(

@@ -4,26 +4,19 @@ simulator as Runware."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import ModuleType
-
-import pytest
 
 from farmdomain.jobs import JobState
 from simulator.testing import SimulatorHandle
 from tests.worker.conftest import PARAMS, queued_jobs
-from worker.context import ProcessContext
+from worker import tasks
+from worker.context import WorkerContext
 
 
 def test_one_post_carries_the_batch_and_each_job_is_judged_on_its_own(
-    contexts: Callable[[bool], ProcessContext],
+    contexts: Callable[[bool], WorkerContext],
     sim: SimulatorHandle,
-    worker_app: ModuleType,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from worker import tasks  # noqa: PLC0415 -- imported after worker.app is set up
-
     context = contexts(False)
-    monkeypatch.setattr(tasks, "process_context", lambda: context)
     good = queued_jobs(context, 4)
     # bypasses our own validation, as a rule Runware tightened later would
     (bad,) = queued_jobs(context, 1, PARAMS | {"width": 100})
@@ -31,7 +24,7 @@ def test_one_post_carries_the_batch_and_each_job_is_judged_on_its_own(
     assert context.store.claim(already_claimed, 0) is not None
     requests_before = sim.stats()["requests"]
 
-    tasks.submit_batch([(job_id, 0) for job_id in [*good, bad]])
+    tasks.submit_batch(context, [(job_id, 0) for job_id in [*good, bad]])
 
     assert sim.stats()["requests"] == requests_before + 1
     assert sim.stats()["tasks_accepted"] == 3
@@ -51,18 +44,13 @@ def test_one_post_carries_the_batch_and_each_job_is_judged_on_its_own(
 
 
 def test_a_batch_near_the_budget_refuses_only_the_jobs_that_do_not_fit(
-    contexts: Callable[[bool], ProcessContext],
+    contexts: Callable[[bool], WorkerContext],
     sim: SimulatorHandle,
-    worker_app: ModuleType,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from worker import tasks  # noqa: PLC0415 -- imported after worker.app is set up
-
     context = contexts(True)  # $0.10 a day; each job is estimated at $0.045
-    monkeypatch.setattr(tasks, "process_context", lambda: context)
     job_ids = queued_jobs(context, 3)
 
-    tasks.submit_batch([(job_id, 0) for job_id in job_ids])
+    tasks.submit_batch(context, [(job_id, 0) for job_id in job_ids])
 
     states = [context.store.get(job_id).state for job_id in job_ids]
     assert states == [JobState.SUBMITTED, JobState.SUBMITTED, JobState.FAILED]

@@ -6,40 +6,33 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from types import ModuleType
 
 import pytest
 
 from farmdomain.jobs import JobState
 from simulator.testing import SimulatorHandle
 from tests.worker.conftest import queued_jobs
-from worker.context import ProcessContext
+from worker.context import WorkerContext
 
 FAR_PAST = datetime(2000, 1, 1, tzinfo=UTC)
 FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 
-def _submit_all(
-    worker_app: ModuleType, context: ProcessContext, monkeypatch: pytest.MonkeyPatch, count: int
-) -> list[JobState]:
-    from worker import tasks  # noqa: PLC0415 -- imported after worker.app is set up
-
-    monkeypatch.setattr(tasks, "process_context", lambda: context)
+def _submit_all(context: WorkerContext, count: int) -> list[JobState]:
     job_ids = queued_jobs(context, count)
     for job_id in job_ids:
-        tasks.submit(job_id, 0)
+        context.batcher.run((job_id, 0))
     return [context.store.get(job_id).state for job_id in job_ids]
 
 
 def test_a_job_that_would_pass_the_budget_fails_with_reason_quota_unsubmitted(
-    contexts: Callable[[bool], ProcessContext],
+    contexts: Callable[[bool], WorkerContext],
     sim: SimulatorHandle,
-    worker_app: ModuleType,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     context = contexts(True)
 
-    states = _submit_all(worker_app, context, monkeypatch, 3)
+    states = _submit_all(context, 3)
 
     assert states[:2] == [JobState.SUBMITTED, JobState.SUBMITTED]
     assert states[2] is JobState.FAILED
@@ -51,27 +44,25 @@ def test_a_job_that_would_pass_the_budget_fails_with_reason_quota_unsubmitted(
 
 
 def test_without_enforcement_the_budget_only_informs(
-    contexts: Callable[[bool], ProcessContext],
+    contexts: Callable[[bool], WorkerContext],
     sim: SimulatorHandle,
-    worker_app: ModuleType,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     context = contexts(False)
 
-    states = _submit_all(worker_app, context, monkeypatch, 3)
+    states = _submit_all(context, 3)
 
     assert states == [JobState.SUBMITTED] * 3
     assert sim.stats()["tasks_accepted"] == 3
 
 
 def test_committed_spend_counts_in_flight_jobs_at_their_estimate(
-    contexts: Callable[[bool], ProcessContext],
+    contexts: Callable[[bool], WorkerContext],
     sim: SimulatorHandle,
-    worker_app: ModuleType,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     context = contexts(True)
-    _submit_all(worker_app, context, monkeypatch, 2)
+    _submit_all(context, 2)
 
     committed = context.store.committed_spend_since(FAR_PAST)
 

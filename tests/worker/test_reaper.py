@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -27,7 +26,9 @@ from runware_edge.tokens import webhook_url
 from simulator.settings import SimulatorSettings
 from simulator.testing import SimulatorHandle, running_simulator
 from tests.jobstore.conftest import Clock
-from worker.context import ProcessContext
+from worker.app import create_app
+from worker.context import WorkerContext
+from worker.reaper import reap_once
 
 PARAMS: dict[str, Any] = {"positivePrompt": "a lighthouse", "width": 256, "height": 256}
 
@@ -66,16 +67,14 @@ class Broker:
 
 
 @pytest.fixture
-def broker(worker_app: ModuleType) -> Broker:
-    queue = Broker(worker_app.app)
+def broker(context: WorkerContext) -> Broker:
+    queue = Broker(context.app)
     queue.drain()
     return queue
 
 
 @pytest.fixture
-def context(
-    tmp_path: Path, sim: SimulatorHandle, clock: Clock, worker_app: ModuleType
-) -> Iterator[ProcessContext]:
+def context(tmp_path: Path, sim: SimulatorHandle, clock: Clock) -> Iterator[WorkerContext]:
     settings = Settings(
         data_dir=tmp_path,
         runware_url=sim.api_url,
@@ -84,13 +83,12 @@ def context(
         public_base_url=closed_port_url(),
     )
     upgrade(settings.resolved_database_url())
-    made = ProcessContext(settings)
+    made = create_app(settings).context
+    made.store.engine.dispose()
     # the store's clock is the test's, so "old" needs no waiting
     made.store = JobStore(make_engine(settings.resolved_database_url()), clock=clock)
     yield made
-    made.store.engine.dispose()
-    if "runware" in vars(made):
-        made.runware.close()
+    made.close()
 
 
 @pytest.fixture
@@ -98,20 +96,18 @@ def clock() -> Clock:
     return Clock()
 
 
-def reap(context: ProcessContext, clock: Clock) -> Any:
-    from worker.reaper import reap_once  # noqa: PLC0415 -- imported after worker.app is set up
-
+def reap(context: WorkerContext, clock: Clock) -> Any:
     return reap_once(context, clock.now)
 
 
-def new_job(context: ProcessContext, number_results: int = 1, deadline_s: float = 3600) -> Job:
+def new_job(context: WorkerContext, number_results: int = 1, deadline_s: float = 3600) -> Job:
     job, _ = context.store.create_job(
         {**PARAMS, "numberResults": number_results}, tenant="acme", deadline_s=deadline_s
     )
     return job
 
 
-def submit_to_simulator(context: ProcessContext, sim: SimulatorHandle, job: Job) -> None:
+def submit_to_simulator(context: WorkerContext, sim: SimulatorHandle, job: Job) -> None:
     """Claim and really submit; the webhook goes to a closed port, so only polling finds it."""
     claimed = context.store.claim(job.id, 0)
     assert claimed is not None
@@ -125,7 +121,7 @@ def submit_to_simulator(context: ProcessContext, sim: SimulatorHandle, job: Job)
 
 
 def test_a_queued_job_older_than_the_threshold_is_republished_once(
-    context: ProcessContext, clock: Clock, broker: Broker
+    context: WorkerContext, clock: Clock, broker: Broker
 ) -> None:
     old = new_job(context)
     clock.advance(context.settings.queued_republish_after_s + 1)
@@ -144,7 +140,7 @@ def test_a_queued_job_older_than_the_threshold_is_republished_once(
 
 
 def test_a_stale_submitting_job_is_resubmitted_with_its_attempt_count(
-    context: ProcessContext, clock: Clock, broker: Broker
+    context: WorkerContext, clock: Clock, broker: Broker
 ) -> None:
     job = new_job(context)
     assert context.store.claim(job.id, 0) is not None
@@ -162,7 +158,7 @@ def test_a_stale_submitting_job_is_resubmitted_with_its_attempt_count(
 
 
 def test_a_submitted_job_whose_webhooks_were_lost_is_completed_by_polling(
-    context: ProcessContext, clock: Clock, sim: SimulatorHandle, broker: Broker
+    context: WorkerContext, clock: Clock, sim: SimulatorHandle, broker: Broker
 ) -> None:
     job = new_job(context, number_results=2)
     submit_to_simulator(context, sim, job)
@@ -184,7 +180,7 @@ def test_a_submitted_job_whose_webhooks_were_lost_is_completed_by_polling(
 
 
 def test_a_submitted_job_runware_does_not_know_fails_as_lost(
-    context: ProcessContext, clock: Clock, broker: Broker
+    context: WorkerContext, clock: Clock, broker: Broker
 ) -> None:
     job = new_job(context)
     context.store.claim(job.id, 0)
@@ -198,7 +194,7 @@ def test_a_submitted_job_runware_does_not_know_fails_as_lost(
 
 
 def test_overdue_jobs_fail_with_timeout_and_keep_partial_results(
-    context: ProcessContext, clock: Clock, sim: SimulatorHandle, broker: Broker
+    context: WorkerContext, clock: Clock, sim: SimulatorHandle, broker: Broker
 ) -> None:
     queued = new_job(context, deadline_s=60)
     partial = new_job(context, number_results=2, deadline_s=60)
@@ -226,7 +222,7 @@ def test_overdue_jobs_fail_with_timeout_and_keep_partial_results(
 
 
 def test_an_overdue_submitted_job_still_processing_is_polled_then_timed_out(
-    context: ProcessContext, clock: Clock, sim: SimulatorHandle, broker: Broker
+    context: WorkerContext, clock: Clock, sim: SimulatorHandle, broker: Broker
 ) -> None:
     sim.set_faults(latency_s=60.0)
     try:
