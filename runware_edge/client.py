@@ -120,7 +120,7 @@ class RunwareClient:
                 )
         return SubmittedBatch(failures, answer.data)
 
-    def get_response(self, task_uuid: str) -> _Exchange:
+    def get_response(self, task_uuid: str) -> Exchange:
         """The cumulative state of every generation of a task (getResponse).
 
         Runware's answer for a task it does not know comes back as the exchange's errors;
@@ -135,7 +135,7 @@ class RunwareClient:
             raise exchange.failure(task_uuid)
         return exchange
 
-    def _post(self, tasks: list[dict[str, Any]]) -> _Exchange:
+    def _post(self, tasks: list[dict[str, Any]]) -> Exchange:
         headers = {
             "Authorization": f"Bearer {self._api_key.get_secret_value()}",
             "Content-Type": "application/json",
@@ -160,7 +160,7 @@ class RunwareClient:
         except orjson.JSONDecodeError:
             body = {}
         data = body.get("data", []) if isinstance(body, dict) else []
-        return _Exchange(
+        return Exchange(
             status=response.status_code,
             data=[d for d in data if isinstance(d, dict)] if isinstance(data, list) else [],
             errors=_error_items(body),
@@ -193,7 +193,7 @@ class SubmittedBatch:
 
 
 @dataclass(frozen=True)
-class _Exchange:
+class Exchange:
     """One answered POST: its status and items, for every task it carried or, narrowed by
     `for_task`, for one of them."""
 
@@ -202,10 +202,10 @@ class _Exchange:
     errors: list[dict[str, Any]]
     retry_after: float | None
 
-    def for_task(self, task_uuid: str) -> _Exchange:
+    def for_task(self, task_uuid: str) -> Exchange:
         """The items that concern `task_uuid`: its own errors and those naming no task."""
         errors = [e for e in self.errors if e.get("taskUUID") in (task_uuid, None)]
-        return _Exchange(self.status, self.data, errors, self.retry_after)
+        return Exchange(self.status, self.data, errors, self.retry_after)
 
     def names_others(self, task_uuid: str) -> bool:
         return any(e.get("taskUUID") not in (task_uuid, None) for e in self.errors)

@@ -13,7 +13,7 @@ from farmdomain.batching import Batcher
 from farmdomain.jobs import Job
 from farmdomain.settings import Settings
 from jobstore.store import JobStore
-from runware_edge.client import RunwareClient
+from runware_edge.provider import Provider
 
 # a job handed to the batcher: (job_id, the attempt count its message expects)
 Claim = tuple[str, int]
@@ -46,7 +46,7 @@ class WorkerContext:
     settings: Settings
     app: Celery
     store: JobStore
-    runware: RunwareClient
+    runware: Provider
     hooks: SubmitHooks
     submit: InitVar[Callable[[WorkerContext, list[Claim]], list[None]]]
     webhook_secrets: list[bytes] = field(init=False)
