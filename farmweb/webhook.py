@@ -6,7 +6,7 @@ and late deliveries are answered 2xx, so Runware stops retrying them, and change
 It is a plain ASGI app in front of the job API. Deliveries come one per image, at the
 farm's full rate, and need none of the API's routing, request objects, middleware, limits
 or tokens (the receiver checks its own token and body size); going through that stack
-cost `web` about 7 % more CPU per delivery.
+cost `web` measurably more CPU per delivery (README, Performance).
 """
 
 from __future__ import annotations
