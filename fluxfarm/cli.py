@@ -68,7 +68,7 @@ def _bench_module() -> ModuleType:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    code: int = _bench_module().main(args.arguments)
+    code: int = _bench_module().main(args.bench_arguments)
     return code
 
 
@@ -84,7 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
         help="measure throughput against Celery's own ceiling (from a source checkout)",
     )
-    bench.add_argument("arguments", nargs=argparse.REMAINDER)
     bench.set_defaults(handler=_bench)
     web = subparsers.add_parser("web", help="serve the job API, webhooks and health")
     web.add_argument("--host", default="127.0.0.1")
@@ -95,7 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # `fluxfarm bench`'s own options are the benchmark's, parsed by it
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.bench_arguments = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     code: int = args.handler(args)
     return code
 
