@@ -15,7 +15,10 @@ FluxfarmError
 ├── StoreUnavailable           the database cannot be reached; retry (same idempotency key)
 ├── WebhookRejected            a result POST that must change nothing (4xx to the sender)
 ├── WaitTimedOut               a job did not reach a terminal state in the time asked
-├── DownloadRefused            a result URL we will not fetch (host, address, size, type)
+├── DownloadRefused            a result image we will not fetch or keep (host, size, type)
+├── ResultsStoreError          the results store did not take or give an image
+│   ├── ResultsStoreUnavailable   unreachable or failing: retry the copy later
+│   └── ResultsStoreConflict      the key holds other bytes: never overwritten
 └── ConfigurationError         the settings cannot work; fix the environment
 """
 
@@ -167,6 +170,24 @@ class DownloadRefused(FluxfarmError):
         self.url = url
         self.reason = reason
         super().__init__(f"{url}: {message}")
+
+
+class ResultsStoreError(FluxfarmError):
+    """The results store did not take or give an image; `reason` labels the metric."""
+
+    def __init__(self, key: str, reason: str, message: str) -> None:
+        self.key = key
+        self.reason = reason
+        super().__init__(f"results store, key {key}: {message}")
+
+
+class ResultsStoreUnavailable(ResultsStoreError):
+    """The results store cannot be reached or failed the request: retry later; nothing
+    half-written is ever visible under the key."""
+
+
+class ResultsStoreConflict(ResultsStoreError):
+    """The key already holds different bytes: it is never overwritten."""
 
 
 class WaitTimedOut(FluxfarmError):

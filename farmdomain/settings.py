@@ -105,6 +105,20 @@ class Settings(BaseSettings):
     download_max_bytes: int = Field(
         32 * 1024 * 1024, gt=0, description="Largest result image fetched."
     )
+    results_url: str | None = Field(
+        None,
+        description="Where verified result images are kept: file:///DIR, or"
+        " s3://BUCKET/PREFIX?endpoint=URL&region=NAME; default: data_dir/results.",
+    )
+    results_access_key_id: SecretStr | None = Field(
+        None, description="S3 access key of results_url; unset: the SDK's own credential chain."
+    )
+    results_secret_access_key: SecretStr | None = Field(
+        None, description="S3 secret key of results_url."
+    )
+    results_url_ttl_s: int = Field(
+        3600, ge=60, le=7 * 24 * 3600, description="Lifetime of a durable image URL handed out."
+    )
     worker_pool: Literal["threads", "prefork", "solo"] = Field(
         "threads",
         description="Celery pool of the workers the launcher starts: the submit task waits on"
@@ -162,6 +176,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'jobs.sqlite').resolve()}"
+
+    def resolved_results_url(self) -> str:
+        if self.results_url:
+            return self.results_url
+        return f"file://{(self.data_dir / 'results').resolve()}"
 
     def download_allow_list(self) -> frozenset[str]:
         """Hosts result images may be fetched from: the configured ones and Runware's own."""
