@@ -11,6 +11,7 @@ from farmdomain.settings import Settings
 from imagestore.directory import DirectoryStore
 from imagestore.protocol import ResultsStore
 
+SETTING = "FLUXFARM_RESULTS_URL"
 _S3_OPTIONS = {"endpoint", "region", "addressing"}
 _ADDRESSING = ("auto", "path", "virtual")
 Addressing = Literal["auto", "path", "virtual"]
@@ -28,20 +29,19 @@ def open_results_store(settings: Settings, *, pool_size: int = 10) -> ResultsSto
         return DirectoryStore(root, settings.public_base_url, settings.webhook_secrets())
     if parts.scheme != "s3" or not parts.netloc:
         raise ConfigurationError(
-            f"FLUXFARM_RESULTS_URL: {parts.scheme or 'no'} scheme; expected file:///DIR"
-            " or s3://BUCKET/PREFIX"
+            SETTING,
+            f"{parts.scheme or 'no'} scheme; expected file:///DIR or s3://BUCKET/PREFIX",
         )
     options = {name: values[-1] for name, values in parse_qs(parts.query).items()}
     unknown = set(options) - _S3_OPTIONS
     if unknown:
         raise ConfigurationError(
-            f"FLUXFARM_RESULTS_URL: unknown option(s) {', '.join(sorted(unknown))};"
-            f" known: {', '.join(sorted(_S3_OPTIONS))}"
+            SETTING,
+            f"unknown option(s) {', '.join(sorted(unknown))};"
+            f" known: {', '.join(sorted(_S3_OPTIONS))}",
         )
     if options.get("addressing", "auto") not in _ADDRESSING:
-        raise ConfigurationError(
-            f"FLUXFARM_RESULTS_URL: addressing must be one of {', '.join(_ADDRESSING)}"
-        )
+        raise ConfigurationError(SETTING, f"addressing must be one of {', '.join(_ADDRESSING)}")
     return _s3_store(settings, parts.netloc, parts.path, options, pool_size)
 
 
