@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     results_url_ttl_s: int = Field(
         3600, ge=60, le=7 * 24 * 3600, description="Lifetime of a durable image URL handed out."
     )
+    runware_ttl_s: int = Field(
+        3600,
+        ge=60,
+        description="ttl sent with every request: how long Runware keeps an imageURL; the"
+        " copy is attempted long before, and an alert fires at half of it with no copy.",
+    )
     worker_pool: Literal["threads", "prefork", "solo"] = Field(
         "threads",
         description="Celery pool of the workers the launcher starts: the submit task waits on"

@@ -21,7 +21,7 @@ from farmdomain import metrics
 from farmdomain.heap import freeze_startup_heap
 from farmdomain.logs import configure_logging
 from farmdomain.settings import Settings
-from farmweb import gauges, spend, webhook
+from farmweb import gauges, images, spend, webhook
 from farmweb.api import build_router, install_error_handlers
 from farmweb.auth import ApiAuth, TenantClients, auth_mode, install_auth
 from farmweb.context import WebContext
@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(spend.build_router())
     install_error_handlers(app)
     app.add_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
+    app.add_route(images.ROUTE, images.serve_image, methods=["GET"], include_in_schema=False)
     app.state.metrics = metrics.exposition_registry(
         gauges.FarmStateCollector(
             settings,

@@ -1,4 +1,5 @@
-"""What the web process makes once at start and shares: settings, store, webhook recorder."""
+"""What the web process makes once at start and shares: settings, store, results store,
+webhook recorder."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import dataclass, field
 
 from farmdomain.settings import Settings
 from farmweb.recorder import WebhookRecorder
+from imagestore import ResultsStore, open_results_store
 from jobstore.store import JobStore
 
 
@@ -15,7 +17,10 @@ class WebContext:
     store: JobStore
     webhook_recorder: WebhookRecorder = field(init=False)
     webhook_secrets: list[bytes] = field(init=False)
+    # signs the images' durable URLs (presigned, or served by farmweb.images)
+    results: ResultsStore = field(init=False)
 
     def __post_init__(self) -> None:
         self.webhook_recorder = WebhookRecorder(self.store)
         self.webhook_secrets = self.settings.webhook_secrets()
+        self.results = open_results_store(self.settings)

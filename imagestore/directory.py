@@ -24,6 +24,8 @@ _CONTENT_TYPES = {extension: content_type for extension, content_type in FORMATS
 class DirectoryStore:
     """Images as files under `root`; their URLs are signed ones that `web` serves."""
 
+    kind = "directory"
+
     def __init__(self, root: Path, public_base_url: str, secrets: Sequence[bytes]) -> None:
         self.root = root
         self._base_url = public_base_url

@@ -44,6 +44,9 @@ class ResultsStore(Protocol):
     """Write-once storage of result images. Every method raises ResultsStoreUnavailable
     when the storage cannot be reached."""
 
+    # the store's label on metrics: directory or s3
+    kind: str
+
     def put(self, key: str, data: bytes, content_type: str, sha256: str) -> bool:
         """Keep `data` under `key` unless the key exists: True if written now, False if
         these bytes were there already; ResultsStoreConflict if other bytes are."""

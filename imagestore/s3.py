@@ -26,6 +26,8 @@ _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 class S3Store:
     """Images as objects under `prefix` in `bucket`; URLs are presigned."""
 
+    kind = "s3"
+
     def __init__(self, client: S3Client, bucket: str, prefix: str = "") -> None:
         self._client = client
         self.bucket = bucket

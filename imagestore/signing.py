@@ -12,7 +12,9 @@ import hmac
 from collections.abc import Sequence
 from urllib.parse import quote, urlencode
 
-IMAGES_PATH = "/v1/images/"
+# outside /v1/: the signature is the credential, and the API's per-client rate limit is
+# for requests that cost the store, not for reading files
+IMAGES_PATH = "/images/"
 # separates these signatures from the webhook tokens made with the same secrets
 _PURPOSE = b"fluxfarm image url"
 

@@ -33,10 +33,15 @@ def decode_inline(where: str, data: str, max_bytes: int) -> tuple[bytes, str | N
 
 
 def check_image(
-    where: str, data: bytes, content_type: str | None, output_format: str, width: int, height: int
+    where: str,
+    data: bytes,
+    content_type: str | None,
+    output_format: str,
+    size: tuple[int, int] | None,
 ) -> str:
     """The content type of `data` if it decodes as an `output_format` image of exactly
-    width x height (and matches the declared `content_type`); DownloadRefused otherwise."""
+    `size` (when the job named one) and matches the declared `content_type`;
+    DownloadRefused otherwise."""
     _, expected_type = FORMATS[output_format]
     if content_type is not None and content_type != expected_type:
         raise DownloadRefused(where, "format", f"{content_type}, but {output_format} was asked")
@@ -48,14 +53,19 @@ def check_image(
                 if image.format != _PIL_FORMATS[output_format]:
                     found = image.format or "unknown"
                     raise DownloadRefused(where, "format", f"{found}, but {output_format} asked")
-                if image.size != (width, height):
-                    size = f"{image.size[0]}x{image.size[1]}"
-                    raise DownloadRefused(where, "size", f"{size}, but {width}x{height} asked")
+                if size is not None and image.size != size:
+                    found, asked = (f"{w}x{h}" for w, h in (image.size, size))
+                    raise DownloadRefused(where, "size", f"{found}, but {asked} was asked")
                 # the header alone can lie: the pixels must decode too
                 image.load()
     except DownloadRefused:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombWarning) as exc:
-        # DecompressionBombError is a ValueError
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
         raise DownloadRefused(where, "decode", f"not a decodable image: {exc}") from exc
     return expected_type

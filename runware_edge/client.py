@@ -25,10 +25,17 @@ from runware_edge import instrumentation
 from runware_edge.codes import ALREADY_ACCEPTED, reason_for_code
 
 
-def inference_task(task_uuid: str, params: dict[str, Any], webhook_url: str) -> dict[str, Any]:
-    """The imageInference task for one job: async, with cost, results by webhook."""
+def inference_task(
+    task_uuid: str, params: dict[str, Any], webhook_url: str, *, ttl_s: int | None = None
+) -> dict[str, Any]:
+    """The imageInference task for one job: async, with cost, results by webhook; an
+    imageURL kept `ttl_s` seconds unless the caller asked for a ttl of its own."""
+    # ttl only applies to URL output; Runware refuses it with the others
+    url_output = params.get("outputType", "URL") == "URL"
+    lifetime = {"ttl": ttl_s} if ttl_s is not None and url_output and "ttl" not in params else {}
     return {
         **params,
+        **lifetime,
         "taskType": "imageInference",
         "taskUUID": task_uuid,
         "model": MODEL_ID,

@@ -110,8 +110,14 @@ def _over_budget(context: WorkerContext, due: list[Job]) -> list[Job]:
 def _post(context: WorkerContext, due: list[Job]) -> None:
     secret = context.webhook_secrets[0]
     base_url = context.settings.public_base_url
+    ttl_s = context.settings.runware_ttl_s
     tasks = [
-        inference_task(job.task_uuid, job.request, webhook_url(base_url, job.task_uuid, secret))
+        inference_task(
+            job.task_uuid,
+            job.request,
+            webhook_url(base_url, job.task_uuid, secret),
+            ttl_s=ttl_s,
+        )
         for job in due
     ]
     context.hooks.after_claim(due)

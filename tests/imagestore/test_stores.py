@@ -129,7 +129,7 @@ def test_a_directory_url_is_signed_for_its_key_until_it_expires(tmp_path: Path) 
     key = _key()
 
     url = httpx.URL(store.url(key, 60))
-    assert url.path == f"/v1/images/{key}"
+    assert url.path == f"/images/{key}"
     expires, signature = int(url.params["expires"]), url.params["signature"]
     secrets = settings.webhook_secrets()
     assert verify(secrets, key, expires, signature, time.time())

@@ -95,6 +95,15 @@ def test_the_submit_request_is_one_async_imageinference_task_with_cost_and_webho
     ]
 
 
+def test_url_output_is_kept_for_the_farms_ttl_unless_the_caller_chose_one() -> None:
+    assert inference_task(TASK, PARAMS, HOOK, ttl_s=3600)["ttl"] == 3600
+    assert inference_task(TASK, {**PARAMS, "ttl": 120}, HOOK, ttl_s=3600)["ttl"] == 120
+    # Runware refuses ttl on inline output, and a task without the setting has none
+    inline = {**PARAMS, "outputType": "base64Data"}
+    assert "ttl" not in inference_task(TASK, inline, HOOK, ttl_s=3600)
+    assert "ttl" not in inference_task(TASK, PARAMS, HOOK)
+
+
 def test_platform_fields_win_over_anything_in_the_params() -> None:
     task = inference_task(TASK, {**PARAMS, "model": "other", "deliveryMethod": "sync"}, HOOK)
     assert (task["model"], task["deliveryMethod"], task["includeCost"]) == (
