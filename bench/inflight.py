@@ -24,7 +24,8 @@ from fluxfarm.processes import Farm, free_port
 from jobstore.schema import jobs
 from jobstore.store import JobStore
 from producers.client import FluxfarmClient
-from tests.servers import PrivateRedis, fresh_postgres_database
+from tests.private_servers import PrivateRedis, running
+from tests.servers import fresh_postgres_database
 
 CHECKPOINTS = (1_000, 10_000, 100_000)
 KINDS = ("web", "worker", "beat", "simulator")
@@ -54,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
     data_dir.mkdir(parents=True)
     with ExitStack() as stack:
         farm = stack.enter_context(Farm(Settings(data_dir=data_dir), log_dir=data_dir / "logs"))
-        private = PrivateRedis.on_free_port(farm, data_dir)
-        private.start()
+        private = PrivateRedis(data_dir / "redis")
+        stack.enter_context(running(private))
         database_url = stack.enter_context(
             fresh_postgres_database(args.postgres_url, "fluxfarm_b_")
         )

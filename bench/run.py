@@ -37,7 +37,8 @@ from fluxfarm.processes import Child, Farm, start_pipeline
 from jobstore.schema import events, jobs
 from jobstore.store import JobStore
 from producers.client import FluxfarmClient
-from tests.servers import PrivateRedis, fresh_postgres_database
+from tests.private_servers import PrivateRedis, running
+from tests.servers import fresh_postgres_database
 
 SIMULATOR_KEY = "bench-key"
 # the benchmark's own Celery apps are not installed: their workers import them from here
@@ -157,8 +158,8 @@ def run_broker(broker: str, config: BenchConfig, run: int = 1) -> BrokerResult:
     count = config.sqlite_jobs if broker == "sqlite" else config.jobs
     with ExitStack() as stack:
         farm = stack.enter_context(Farm(Settings(data_dir=data_dir), log_dir=data_dir / "logs"))
-        counter = PrivateRedis.on_free_port(farm, data_dir)
-        counter.start()
+        counter = PrivateRedis(data_dir / "redis")
+        stack.enter_context(running(counter))
         broker_url = {"rabbitmq": config.amqp_url, "redis": counter.url}.get(broker)
         database_url = (
             None

@@ -1,4 +1,5 @@
-"""Shared pytest configuration: every test starts from settings it builds itself."""
+"""Shared pytest configuration: every test starts from settings it builds itself, on
+shared servers isolated per run."""
 
 from __future__ import annotations
 
@@ -7,10 +8,16 @@ import os
 from collections.abc import Iterator
 
 import pytest
+import redis
 import structlog
+from _pytest.terminal import TerminalReporter
+from kombu import Connection
 from structlog.typing import EventDict
 
+from farmdomain.broker import SUBMIT_QUEUE
 from farmdomain.settings import get_settings
+from tests import services
+from tests.integration.chaos import table as chaos_table
 
 
 @pytest.fixture(autouse=True)
@@ -36,3 +43,38 @@ def logs() -> Iterator[list[EventDict]]:
             yield lines
     finally:
         structlog.configure(**configured)
+
+
+@pytest.fixture(scope="session")
+def _run_redis_db() -> Iterator[str]:
+    with services.run_redis_db() as url:
+        yield url
+
+
+@pytest.fixture
+def redis_url(_run_redis_db: str) -> str:
+    """This run's Redis db on the machine's server, emptied for the test."""
+    redis.Redis.from_url(_run_redis_db).flushdb()
+    return _run_redis_db
+
+
+@pytest.fixture(scope="session")
+def _run_rabbitmq_vhost() -> Iterator[str]:
+    with services.run_rabbitmq_vhost() as url:
+        yield url
+
+
+@pytest.fixture
+def amqp_url(_run_rabbitmq_vhost: str) -> str:
+    """This run's vhost on the machine's RabbitMQ, its submit queue emptied for the test."""
+    with Connection(_run_rabbitmq_vhost) as conn:
+        conn.SimpleQueue(SUBMIT_QUEUE).clear()
+    return _run_rabbitmq_vhost
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    chaos_table.collect(report)
+
+
+def pytest_terminal_summary(terminalreporter: TerminalReporter) -> None:
+    chaos_table.summarize(terminalreporter)

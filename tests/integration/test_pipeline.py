@@ -16,7 +16,7 @@ from farmdomain.settings import Settings
 from fluxfarm.demo import demo_requests
 from fluxfarm.processes import Farm, start_pipeline
 from producers.client import FluxfarmClient
-from tests.services import empty_rabbitmq, empty_redis, fresh_postgres_database
+from tests.services import fresh_postgres_database
 
 pytestmark = pytest.mark.integration
 
@@ -56,9 +56,8 @@ def farm(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningFarm
         database_url = (
             stack.enter_context(fresh_postgres_database()) if backend.store == "postgres" else None
         )
-        broker_url = {"rabbitmq": empty_rabbitmq, "redis": empty_redis}.get(
-            backend.broker, lambda: None
-        )()
+        fixture = {"rabbitmq": "amqp_url", "redis": "redis_url"}.get(backend.broker)
+        broker_url = request.getfixturevalue(fixture) if fixture else None
         farm = stack.enter_context(Farm(Settings(data_dir=tmp_path), log_dir=tmp_path / "logs"))
         latency = ("--latency-dist", "uniform", "--latency-min-s", "0", "--latency-max-s", "0.3")
         pipeline = start_pipeline(

@@ -1,56 +1,53 @@
-"""Collects each chaos scenario's figures and prints them as README's reliability table."""
+"""The servers the chaos scenarios break, each test's own, and the scenarios' report."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import pytest
-from _pytest.terminal import TerminalReporter
 
-from farmdomain.settings import Settings
-from fluxfarm.processes import Farm
 from tests.integration.chaos.harness import ChaosResult
-from tests.servers import PrivateRedis
-from tests.services import empty_rabbitmq, fresh_postgres_database
-
-_RESULTS: list[ChaosResult] = []
-HEADER = (
-    "| scenario | jobs | lost | paid twice | duplicate results | p99 time to terminal |\n"
-    "|---|---|---|---|---|---|"
+from tests.integration.chaos.table import ROW_PROPERTY
+from tests.private_servers import (
+    PrivatePostgres,
+    PrivateRabbitMQ,
+    PrivateRedis,
+    running,
+    server_dir,
 )
 
 
 @pytest.fixture
-def report() -> list[ChaosResult]:
-    return _RESULTS
+def report(record_property: Callable[[str, object], None]) -> Callable[[ChaosResult], None]:
+    """Adds a scenario's row to the reliability table (see tests/integration/chaos/table.py)."""
+    return lambda result: record_property(ROW_PROPERTY, result.row())
 
 
 @pytest.fixture
-def postgres() -> Iterator[str]:
-    with fresh_postgres_database() as url:
-        yield url
+def private_postgres() -> Iterator[PrivatePostgres]:
+    with server_dir("postgres") as directory:
+        server = PrivatePostgres(directory)
+        with running(server):
+            yield server
 
 
 @pytest.fixture
-def redis_broker(tmp_path: Path) -> Iterator[PrivateRedis]:
-    with Farm(Settings(data_dir=tmp_path), log_dir=tmp_path / "redis-logs") as servers:
-        private = PrivateRedis.on_free_port(servers, tmp_path)
-        private.start()
-        yield private
+def postgres(private_postgres: PrivatePostgres) -> str:
+    """A migrated database on the test's own PostgreSQL."""
+    return private_postgres.create_database()
 
 
 @pytest.fixture
-def rabbitmq_broker() -> str:
-    return empty_rabbitmq()
+def redis_broker() -> Iterator[PrivateRedis]:
+    with server_dir("redis") as directory:
+        server = PrivateRedis(directory)
+        with running(server):
+            yield server
 
 
-def pytest_terminal_summary(terminalreporter: TerminalReporter) -> None:
-    if not _RESULTS:
-        return
-    table = "\n".join([HEADER, *(result.row() for result in _RESULTS)])
-    terminalreporter.write_sep("=", "chaos results")
-    terminalreporter.write_line(table)
-    target = Path(".fluxfarm/chaos-results.md")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(table + "\n")
+@pytest.fixture
+def rabbitmq_broker() -> Iterator[PrivateRabbitMQ]:
+    with server_dir("rabbitmq") as directory:
+        server = PrivateRabbitMQ(directory, "chaos")
+        with running(server):
+            yield server

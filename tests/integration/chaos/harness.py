@@ -16,7 +16,7 @@ import httpx
 from sqlalchemy import func, select
 
 from farmdomain.errors import StoreUnavailable
-from farmdomain.jobs import JobState
+from farmdomain.jobs import Job, JobState
 from farmdomain.settings import Settings
 from fluxfarm.demo import demo_requests
 from fluxfarm.processes import Child, Farm, start_pipeline
@@ -131,7 +131,7 @@ def run_scenario(
         disruption.start()
         job_ids = [_submit(client, f"{scenario}-{i}", r) for i, r in enumerate(requests)]
         disruption.join()
-        finished = client.wait_all(job_ids, timeout, poll_interval=0.5)
+        finished = _wait_all(client, job_ids, timeout)
         with client.store.engine.connect() as conn:
             stored_results = conn.execute(select(func.count()).select_from(results)).scalar_one()
     stats = chaos.stats()
@@ -164,6 +164,18 @@ def _submit(client: FluxfarmClient, key: str, request: dict[str, Any]) -> str:
     while True:
         try:
             return client.submit(request, idempotency_key=key)
+        except StoreUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _wait_all(client: FluxfarmClient, job_ids: list[str], timeout: float) -> list[Job]:
+    """Wait as a careful caller does: a store outage while waiting is waited out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return client.wait_all(job_ids, max(1.0, deadline - time.monotonic()), 0.5)
         except StoreUnavailable:
             if time.monotonic() > deadline:
                 raise

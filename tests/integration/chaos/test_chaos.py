@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,13 +19,15 @@ from tests.integration.chaos.harness import (
     run_scenario,
     worker_children,
 )
-from tests.servers import PrivateRedis
+from tests.private_servers import PrivatePostgres, PrivateRabbitMQ, PrivateRedis, restart
+
+Reporter = Callable[[ChaosResult], None]
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(480)]
 
 
-def _assert_held(result: ChaosResult, report: list[ChaosResult]) -> None:
-    report.append(result)
+def _assert_held(result: ChaosResult, report: Reporter) -> None:
+    report(result)
     assert result.lost == 0, result.states
     assert result.paid_twice == 0
     assert result.duplicate_results == 0
@@ -45,7 +47,7 @@ def _live(chaos: ChaosFarm, name: str) -> Child | None:
 
 
 def test_worker_killed_at_random_moments_and_in_each_window(
-    tmp_path: Path, postgres: str, redis_broker: PrivateRedis, report: list[ChaosResult]
+    tmp_path: Path, postgres: str, redis_broker: PrivateRedis, report: Reporter
 ) -> None:
     def disrupt(chaos: ChaosFarm) -> None:
         rng = random.Random(11)
@@ -74,7 +76,7 @@ def test_worker_killed_at_random_moments_and_in_each_window(
 
 
 def test_worker_sigterm_lets_in_flight_submits_finish(
-    tmp_path: Path, postgres: str, redis_broker: PrivateRedis, report: list[ChaosResult]
+    tmp_path: Path, postgres: str, redis_broker: PrivateRedis, report: Reporter
 ) -> None:
     def disrupt(chaos: ChaosFarm) -> None:
         time.sleep(1.5)
@@ -87,28 +89,27 @@ def test_worker_sigterm_lets_in_flight_submits_finish(
 
 
 def test_rabbitmq_restart_mid_run(
-    tmp_path: Path, postgres: str, rabbitmq_broker: str, report: list[ChaosResult]
+    tmp_path: Path, postgres: str, rabbitmq_broker: PrivateRabbitMQ, report: Reporter
 ) -> None:
     def disrupt(_chaos: ChaosFarm) -> None:
         time.sleep(1.5)
-        subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, capture_output=True)
-        try:
-            time.sleep(3)
-        finally:
-            # the broker is shared with every later test: it must come back whatever happens
-            subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, capture_output=True)
+        rabbitmq_broker.stop()
+        time.sleep(3)
+        rabbitmq_broker.start()
 
-    with chaos_farm(tmp_path, broker_url=rabbitmq_broker, database_url=postgres) as chaos:
+    with chaos_farm(tmp_path, broker_url=rabbitmq_broker.url, database_url=postgres) as chaos:
         result = run_scenario("RabbitMQ restart mid-run", chaos, disrupt)
     _assert_held(result, report)
 
 
 def test_redis_restart_mid_run_loses_messages_and_the_reaper_recovers(
-    tmp_path: Path, postgres: str, redis_broker: PrivateRedis, report: list[ChaosResult]
+    tmp_path: Path, postgres: str, redis_broker: PrivateRedis, report: Reporter
 ) -> None:
     def disrupt(_chaos: ChaosFarm) -> None:
         time.sleep(1.5)
-        redis_broker.restart()
+        redis_broker.kill()
+        time.sleep(3)
+        redis_broker.start()
 
     with chaos_farm(tmp_path, broker_url=redis_broker.url, database_url=postgres) as chaos:
         result = run_scenario("Redis restart mid-run (queue lost)", chaos, disrupt)
@@ -116,7 +117,7 @@ def test_redis_restart_mid_run_loses_messages_and_the_reaper_recovers(
 
 
 def test_webhook_receiver_down_for_30_seconds(
-    tmp_path: Path, postgres: str, redis_broker: PrivateRedis, report: list[ChaosResult]
+    tmp_path: Path, postgres: str, redis_broker: PrivateRedis, report: Reporter
 ) -> None:
     def disrupt(chaos: ChaosFarm) -> None:
         time.sleep(1.0)
@@ -130,7 +131,7 @@ def test_webhook_receiver_down_for_30_seconds(
 
 
 def test_dropped_duplicated_and_reordered_webhooks(
-    tmp_path: Path, postgres: str, redis_broker: PrivateRedis, report: list[ChaosResult]
+    tmp_path: Path, postgres: str, redis_broker: PrivateRedis, report: Reporter
 ) -> None:
     flags = (
         "--webhook-drop-share",
@@ -150,7 +151,7 @@ def test_dropped_duplicated_and_reordered_webhooks(
 
 
 def test_429_storm(
-    tmp_path: Path, postgres: str, redis_broker: PrivateRedis, report: list[ChaosResult]
+    tmp_path: Path, postgres: str, redis_broker: PrivateRedis, report: Reporter
 ) -> None:
     def disrupt(chaos: ChaosFarm) -> None:
         chaos.set_faults(submit_429_share=0.5)
@@ -163,16 +164,15 @@ def test_429_storm(
 
 
 def test_postgresql_restart_mid_run(
-    tmp_path: Path, postgres: str, redis_broker: PrivateRedis, report: list[ChaosResult]
+    tmp_path: Path,
+    private_postgres: PrivatePostgres,
+    postgres: str,
+    redis_broker: PrivateRedis,
+    report: Reporter,
 ) -> None:
     def disrupt(_chaos: ChaosFarm) -> None:
         time.sleep(1.5)
-        version = sorted(os.listdir("/etc/postgresql"))[-1]
-        subprocess.run(
-            ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
-            check=True,
-            capture_output=True,
-        )
+        restart(private_postgres)
 
     with chaos_farm(tmp_path, broker_url=redis_broker.url, database_url=postgres) as chaos:
         result = run_scenario("PostgreSQL restart mid-run", chaos, disrupt)
@@ -180,7 +180,7 @@ def test_postgresql_restart_mid_run(
 
 
 def test_submits_that_hang_past_the_client_timeout(
-    tmp_path: Path, postgres: str, redis_broker: PrivateRedis, report: list[ChaosResult]
+    tmp_path: Path, postgres: str, redis_broker: PrivateRedis, report: Reporter
 ) -> None:
     flags = ("--submit-hang-share", "0.2", "--hang-s", "4")
     with chaos_farm(
@@ -192,7 +192,7 @@ def test_submits_that_hang_past_the_client_timeout(
 
 @pytest.mark.parametrize("mode", ["error", "hang"])
 def test_submits_accepted_but_answered_with_a_failure(
-    tmp_path: Path, postgres: str, redis_broker: PrivateRedis, report: list[ChaosResult], mode: str
+    tmp_path: Path, postgres: str, redis_broker: PrivateRedis, report: Reporter, mode: str
 ) -> None:
     flags = ("--accepted-error-share", "0.2", "--accepted-error-mode", mode, "--hang-s", "4")
     with chaos_farm(
