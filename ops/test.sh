@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet -c constraints.txt -e '.[dev]'
+# the services' client is its own distribution; the tests drive it against a real farm
+.venv/bin/pip install --quiet -c constraints.txt -e producers/fluxfarm-client
 
 .venv/bin/ruff format --check .
 .venv/bin/ruff check .
