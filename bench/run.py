@@ -181,13 +181,21 @@ def run_broker(broker: str, config: BenchConfig, run: int = 1) -> BrokerResult:
         settings, worker, simulator_url = pipeline.settings, pipeline.worker, pipeline.simulator_url
         store = JobStore.from_settings(settings)
         stack.callback(store.engine.dispose)
-        runner = _Runner(farm, settings, store, config)
+        runner = _Runner(farm, settings, store, config, counter)
         return runner.measure(broker, count, worker, simulator_url, counter.url)
 
 
 class _Runner:
-    def __init__(self, farm: Farm, settings: Settings, store: JobStore, config: BenchConfig):
+    def __init__(
+        self,
+        farm: Farm,
+        settings: Settings,
+        store: JobStore,
+        config: BenchConfig,
+        redis_server: PrivateRedis,
+    ) -> None:
         self.farm = farm
+        self.redis = redis_server
         self.settings = settings
         self.store = store
         self.config = config
@@ -214,10 +222,12 @@ class _Runner:
             with self.store.engine.connect() as conn:
                 backend = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
             postmaster = parent_of(backend)
-        broker_pid = {
-            "rabbitmq": pid_of_command("beam.smp"),
-            "redis": self.child("redis").process.pid,
-        }.get(broker)
+        broker_pid = None
+        if broker == "rabbitmq":
+            broker_pid = pid_of_command("beam.smp")
+        elif broker == "redis" and self.redis.server.process is not None:
+            # the Redis that counts the no-op tasks is the broker's too
+            broker_pid = self.redis.server.process.pid
         self.server_pids = {"database": postmaster, "broker": broker_pid}
 
     def measure(
