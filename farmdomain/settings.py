@@ -89,9 +89,19 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Time a client has to send a whole job API body."
     )
     api_rate_per_s: float = Field(
-        20.0, gt=0, description="Sustained job API requests per second per client address."
+        1000.0,
+        gt=0,
+        description="Sustained job API requests per second per bearer token (per client address"
+        " without one), across every web process: one service may submit at the farm's full rate.",
     )
-    api_rate_burst: int = Field(40, ge=1, description="Job API requests a client may burst.")
+    api_rate_burst: int = Field(
+        2000, ge=1, description="Job API requests a token (or address) may make at once."
+    )
+    rate_limit_url: str | None = Field(
+        None,
+        description="redis:// holding the job API's rate limits, shared by every web process;"
+        " default: the broker's when it is Redis, else each web process keeps its own.",
+    )
     submit_many_max: int = Field(
         100,
         ge=1,
@@ -177,6 +187,13 @@ class Settings(BaseSettings):
         if self.broker_url:
             return self.broker_url
         return f"fluxfarm-sqlite+sqlite:///{(self.data_dir / 'broker.sqlite').resolve()}"
+
+    def resolved_rate_limit_url(self) -> str | None:
+        """The Redis of the shared rate limits, if the farm has one."""
+        if self.rate_limit_url:
+            return self.rate_limit_url
+        broker = self.resolved_broker_url()
+        return broker if broker.startswith(("redis:", "rediss:")) else None
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -131,6 +131,7 @@ def build_router() -> APIRouter:
 
     @router.post(
         "",
+        operation_id="submitJob",
         status_code=status.HTTP_201_CREATED,
         response_model=JobView,
         responses=_submitted(
@@ -148,6 +149,7 @@ def build_router() -> APIRouter:
 
     @router.post(
         "/batch",
+        operation_id="submitJobs",
         status_code=status.HTTP_201_CREATED,
         response_model=BatchView,
         responses=_submitted(
@@ -163,11 +165,13 @@ def build_router() -> APIRouter:
             response.status_code = status.HTTP_200_OK
         return BatchView(jobs=[JobView.from_job(job) for job, _ in queued])
 
-    @router.get("/{job_id}", response_model=JobView, responses=_NOT_FOUND)
+    @router.get("/{job_id}", operation_id="getJob", response_model=JobView, responses=_NOT_FOUND)
     def get_job(job_id: str, client: Reader) -> JobView:
         return JobView.from_job(client.get(job_id))
 
-    @router.post("/{job_id}/cancel", response_model=JobView, responses=_NOT_FOUND)
+    @router.post(
+        "/{job_id}/cancel", operation_id="cancelJob", response_model=JobView, responses=_NOT_FOUND
+    )
     def cancel_job(job_id: str, client: Writer) -> JobView:
         return JobView.from_job(client.cancel(job_id))
 

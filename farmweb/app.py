@@ -25,7 +25,9 @@ from farmweb import gauges, images, spend, webhook
 from farmweb.api import build_router, install_error_handlers
 from farmweb.auth import ApiAuth, TenantClients, auth_mode, install_auth
 from farmweb.context import WebContext
-from farmweb.limits import RequestLimits
+from farmweb.limits import RequestLimits, buckets_for
+from farmweb.request_ids import RequestIds
+from farmweb.responses import document_headers
 from jobstore.api_tokens import ApiTokenStore
 from jobstore.migrations import require_current_schema
 from jobstore.observer import instrument
@@ -41,14 +43,16 @@ class FarmApp(FastAPI):
     def __init__(self, context: WebContext, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.state.context = context
-        self._serve = webhook.WebhookReceiver(context, super().__call__)
+        self._serve = RequestIds(webhook.WebhookReceiver(context, super().__call__))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._serve(scope, receive, send)
 
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is None:
-            super().openapi()["paths"].update(webhook.OPENAPI_PATHS)
+            schema = super().openapi()
+            schema["paths"].update(webhook.OPENAPI_PATHS)
+            document_headers(schema)
         return super().openapi()
 
 
@@ -66,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     check_web_settings(settings)
     context = WebContext(settings, JobStore.from_settings(settings))
     mode = auth_mode(settings)
+    rate_buckets = buckets_for(settings)
     metrics.configure(settings)
     instrument(context.store)
 
@@ -86,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             note="open: no tokens, loopback clients only" if mode == "open" else "bearer tokens",
         )
         yield
+        await rate_buckets.close()
         app.state.tenant_clients.close()
         context.webhook_recorder.close()
         context.store.engine.dispose()
@@ -95,7 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.client = FluxfarmClient(settings, store=context.store)
     tokens = ApiTokenStore(context.store.engine)
     install_auth(app, ApiAuth(mode, tokens), TenantClients(settings, app.state.client))
-    app.add_middleware(RequestLimits, settings=settings)
+    app.add_middleware(RequestLimits, settings=settings, buckets=rate_buckets)
     app.include_router(build_router())
     app.include_router(spend.build_router())
     install_error_handlers(app)

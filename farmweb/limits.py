@@ -2,6 +2,7 @@
 
 Each breach is answered 4xx in the API's error shape, before authentication or parsing
 spend anything on it, and counted in `fluxfarm_requests_rejected_total{surface="api"}`.
+Every answer of the job API carries the caller's RateLimit-Limit, -Remaining and -Reset.
 Webhooks are left to their receiver: Runware's retries must not be rate-limited, and
 their larger body limit is enforced there (FLUXFARM_WEBHOOK_MAX_BODY_BYTES).
 """
@@ -9,11 +10,9 @@ their larger body limit is enforced there (FLUXFARM_WEBHOOK_MAX_BODY_BYTES).
 from __future__ import annotations
 
 import asyncio
+import math
 import re
-import threading
-import time
 from collections import OrderedDict
-from collections.abc import Callable
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,10 +21,12 @@ from farmdomain import metrics
 from farmdomain.errors import FieldIssue, LimitExceeded
 from farmdomain.settings import Settings
 from farmdomain.views import ErrorBody
+from farmweb.buckets import Buckets, Decision, LocalBuckets, RedisBuckets
+from jobstore.api_tokens import digest
 
 API_PREFIX = "/v1/"
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
-# one bucket per client address; the oldest are forgotten so a spray of addresses is bounded
+# tokens remembered as working, per process; the least recently seen are forgotten
 MAX_TRACKED_CLIENTS = 10_000
 # a string literal (skipped whole, escapes included) or one bracket
 _JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
@@ -49,57 +50,72 @@ def json_too_deep(raw: bytes, limit: int) -> bool:
     return False
 
 
-class RateLimiter:
-    """Token buckets per client: `rate` requests a second sustained, `burst` at once."""
-
-    def __init__(
-        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self._clock = clock
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def take(self, client: str) -> float:
-        """0 if `client` may go now, else the seconds until it may."""
-        with self._lock:
-            now = self._clock()
-            tokens, at = self._buckets.pop(client, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - at) * self.rate)
-            wait = 0.0 if tokens >= 1 else (1 - tokens) / self.rate
-            self._buckets[client] = (tokens - 1 if wait == 0 else tokens, now)
-            while len(self._buckets) > MAX_TRACKED_CLIENTS:
-                self._buckets.popitem(last=False)
-            return wait
-
-
 class RequestLimits:
-    """ASGI middleware applying the limits of `settings` to the job API's routes."""
+    """ASGI middleware applying the limits of `settings` to the job API's routes.
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    Rates are per caller: a bearer token's bucket is its own (keyed by the token's
+    digest, as the store knows it, so nothing is looked up first), and a caller without
+    one has its address's. Every web process of a farm draws from the same buckets
+    (farmweb.buckets). An address whose requests keep failing authentication also has a
+    bucket of failures: once it is empty, its requests with tokens not yet seen to work are
+    refused before they reach the token lookup, so fresh made-up tokens gain nothing.
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings, buckets: Buckets | None = None) -> None:
         self.app = app
         self.settings = settings
-        self.rates = RateLimiter(settings.api_rate_per_s, settings.api_rate_burst)
+        self.buckets = buckets or buckets_for(settings)
+        # digests of tokens that recently passed authentication in this process
+        self._known: OrderedDict[str, None] = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(API_PREFIX):
             await self.app(scope, receive, send)
             return
+        address = scope["client"][0] if scope.get("client") else "unknown"
+        token = _presented_token(scope)
+        key = f"t:{digest(token)}" if token else f"a:{address}"
+        rate, burst = self.settings.api_rate_per_s, self.settings.api_rate_burst
         headers: dict[str, str] = {}
         try:
-            client = scope["client"][0] if scope.get("client") else "unknown"
-            wait = self.rates.take(client)
-            if wait:
-                headers["Retry-After"] = str(max(1, round(wait)))
-                raise LimitExceeded("rate", 429, "too many requests from this client")
+            if key not in self._known:
+                failures = await self.buckets.take(f"f:{address}", rate, burst, cost=0)
+                if not failures.allowed:
+                    headers["Retry-After"] = _seconds(failures.retry_after_s)
+                    raise LimitExceeded("rate", 429, "too many failed authentications")
+            decision = await self.buckets.take(key, rate, burst)
+            headers.update(_rate_headers(decision))
+            if not decision.allowed:
+                headers["Retry-After"] = _seconds(decision.retry_after_s)
+                raise LimitExceeded("rate", 429, "too many requests for this token or address")
             if scope["method"] in _WITH_BODY:
                 body = await self._read_body(scope, receive)
                 receive = _replay(body, receive)
         except LimitExceeded as exc:
             await _refuse(send, exc, headers)
             return
-        await self.app(scope, receive, send)
+        await self.app(scope, receive, self._answering(send, key, address, headers))
+
+    def _answering(self, send: Send, key: str, address: str, headers: dict[str, str]) -> Send:
+        """`send` with the rate headers added, noting how authentication went."""
+        extra = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+
+        async def answer(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+                if message["status"] == 401:
+                    self._known.pop(key, None)
+                    await self.buckets.take(
+                        f"f:{address}", self.settings.api_rate_per_s, self.settings.api_rate_burst
+                    )
+                else:
+                    self._known[key] = None
+                    self._known.move_to_end(key)
+                    while len(self._known) > MAX_TRACKED_CLIENTS:
+                        self._known.popitem(last=False)
+            await send(message)
+
+        return answer
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.settings.api_max_body_bytes
@@ -130,6 +146,35 @@ class RequestLimits:
             depth = self.settings.api_max_json_depth
             raise LimitExceeded("too_deep", 400, f"JSON nested over {depth} levels")
         return body
+
+
+def buckets_for(settings: Settings) -> Buckets:
+    """Redis buckets shared by the farm's web processes, or this process's own."""
+    url = settings.resolved_rate_limit_url()
+    return RedisBuckets(url) if url else LocalBuckets()
+
+
+def _presented_token(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = bytes(value).decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            return None
+    return None
+
+
+def _seconds(wait_s: float) -> str:
+    return str(max(1, math.ceil(wait_s)))
+
+
+def _rate_headers(decision: Decision) -> dict[str, str]:
+    """The RateLimit-* fields: the bucket's size, what is left, and the seconds until full."""
+    return {
+        "RateLimit-Limit": str(decision.limit),
+        "RateLimit-Remaining": str(decision.remaining),
+        "RateLimit-Reset": str(math.ceil(decision.reset_s)),
+    }
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

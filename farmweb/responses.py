@@ -23,3 +23,28 @@ GUARDED_RESPONSES: dict[int | str, dict[str, Any]] = {
     429: refusal("Over the request rate; see Retry-After."),
     503: refusal("The job store cannot be reached; retry, with the same idempotency key."),
 }
+
+
+def _header(description: str) -> dict[str, Any]:
+    return {"description": description, "schema": {"type": "string"}}
+
+
+# what every answer of a /v1 route carries (farmweb.request_ids, farmweb.limits)
+_EVERY_ANSWER = {
+    "X-Request-Id": _header("This request's id: the caller's own X-Request-Id, or a new one."),
+    "RateLimit-Limit": _header("Requests this token (or address) may make at once."),
+    "RateLimit-Remaining": _header("Requests left in the bucket now."),
+    "RateLimit-Reset": _header("Seconds until the bucket is full again."),
+}
+_RETRY_AFTER = {"Retry-After": _header("Seconds to wait before trying again.")}
+
+
+def document_headers(schema: dict[str, Any]) -> None:
+    """Name, on every /v1 answer in the OpenAPI `schema`, the headers it carries."""
+    for path, operations in schema.get("paths", {}).items():
+        if not path.startswith("/v1/"):
+            continue
+        for operation in operations.values():
+            for code, response in operation.get("responses", {}).items():
+                retry = _RETRY_AFTER if code in ("429", "503") else {}
+                response.setdefault("headers", {}).update({**_EVERY_ANSWER, **retry})

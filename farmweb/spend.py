@@ -18,7 +18,13 @@ def build_router() -> APIRouter:
 
     responses = {422: refusal("`days` is out of range."), **GUARDED_RESPONSES}
 
-    @router.get("", response_model=SpendReport, response_model_by_alias=True, responses=responses)
+    @router.get(
+        "",
+        operation_id="getSpend",
+        response_model=SpendReport,
+        response_model_by_alias=True,
+        responses=responses,
+    )
     def get_spend(
         request: Request,
         who: Annotated[Caller, Depends(caller)],
