@@ -102,6 +102,33 @@ class Settings(BaseSettings):
         description="redis:// holding the job API's rate limits, shared by every web process;"
         " default: the broker's when it is Redis, else each web process keeps its own.",
     )
+    callback_allowed_hosts: str = Field(
+        "",
+        description="Comma-separated hosts (host or host:port) every tenant's callbackUrl may"
+        " name; a private or loopback address only as that literal address.",
+    )
+    callback_tenant_hosts: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='Hosts each tenant\'s callbacks may also go to, as JSON: {"acme":'
+        ' ["10.0.3.7:8443"]} (internal services: list their addresses).',
+    )
+    callback_retry_schedule_s: list[float] = Field(
+        default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
+        min_length=1,
+        description="Delay before each delivery attempt of a callback, the first from the"
+        " transition (Standard Webhooks' schedule; jittered by 10 %); dead after the last.",
+    )
+    callback_timeout_s: float = Field(
+        10.0, gt=0, description="Whole time one callback attempt may take, answer included."
+    )
+    callback_max_answer_bytes: int = Field(
+        4096, ge=0, description="Most of a callback's answer read; the rest is not waited for."
+    )
+    callback_secret_overlap_s: float = Field(
+        86400.0,
+        ge=0,
+        description="After `fluxfarm callbacks rotate`, how long the previous secret also signs.",
+    )
     submit_many_max: int = Field(
         100,
         ge=1,
