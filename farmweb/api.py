@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response, status
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from farmdomain import metrics
@@ -26,6 +27,7 @@ from farmdomain.request_schema import GenerationRequest, parse_request
 from farmdomain.views import BatchView, ErrorBody, JobView
 from farmweb.auth import Caller, caller, client_for, writer
 from farmweb.responses import GUARDED_RESPONSES
+from farmweb.waiting import MAX_WAIT_S, TerminalWatch
 from producers.client import (
     BATCH_IDEMPOTENCY_KEY_MAX,
     DEADLINE_MAX_S,
@@ -166,8 +168,26 @@ def build_router() -> APIRouter:
         return BatchView(jobs=[JobView.from_job(job) for job, _ in queued])
 
     @router.get("/{job_id}", operation_id="getJob", response_model=JobView, responses=_NOT_FOUND)
-    def get_job(job_id: str, client: Reader) -> JobView:
-        return JobView.from_job(client.get(job_id))
+    async def get_job(
+        job_id: str,
+        request: Request,
+        client: Reader,
+        wait: Annotated[
+            float,
+            Query(
+                ge=0,
+                le=MAX_WAIT_S,
+                description="Seconds to hold the answer until the job is terminal; answered"
+                " at once when it is (or becomes) terminal, else as it stands after `wait`.",
+            ),
+        ] = 0,
+    ) -> JobView:
+        job = await run_in_threadpool(client.get, job_id)
+        if wait and not job.state.terminal:
+            watch: TerminalWatch = request.app.state.terminal_watch
+            await watch.wait(job_id, wait)
+            job = await run_in_threadpool(client.get, job_id)
+        return JobView.from_job(job)
 
     @router.post(
         "/{job_id}/cancel", operation_id="cancelJob", response_model=JobView, responses=_NOT_FOUND

@@ -28,6 +28,7 @@ from farmweb.context import WebContext
 from farmweb.limits import RequestLimits, buckets_for
 from farmweb.request_ids import RequestIds
 from farmweb.responses import document_headers
+from farmweb.waiting import TerminalWatch, terminal_among
 from jobstore.api_tokens import ApiTokenStore
 from jobstore.migrations import require_current_schema
 from jobstore.observer import instrument
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         yield
         await rate_buckets.close()
+        app.state.terminal_watch.close()
         app.state.tenant_clients.close()
         context.webhook_recorder.close()
         context.store.engine.dispose()
@@ -99,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FarmApp(context, title="fluxfarm", version="0.1.0", lifespan=lifespan)
     app.state.client = FluxfarmClient(settings, store=context.store)
+    app.state.terminal_watch = TerminalWatch(terminal_among(context.store.engine))
     tokens = ApiTokenStore(context.store.engine)
     install_auth(app, ApiAuth(mode, tokens), TenantClients(settings, app.state.client))
     app.add_middleware(RequestLimits, settings=settings, buckets=rate_buckets)

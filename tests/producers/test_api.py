@@ -14,6 +14,7 @@ from farmdomain.broker import SUBMIT_MANY_TASK, SUBMIT_TASK
 from farmdomain.settings import Settings
 from farmweb.api import build_router, install_error_handlers
 from farmweb.auth import ApiAuth, TenantClients, install_auth
+from farmweb.waiting import TerminalWatch, terminal_among
 from jobstore.api_tokens import ApiTokenStore
 from jobstore.store import JobStore
 from producers.client import FluxfarmClient
@@ -30,6 +31,7 @@ def http(client: FluxfarmClient) -> Iterator[TestClient]:
     app.include_router(build_router())
     install_error_handlers(app)
     app.state.client = client
+    app.state.terminal_watch = TerminalWatch(terminal_among(client.store.engine))
     # open, as the API runs on loopback: tests/security covers tokens
     auth = ApiAuth("open", ApiTokenStore(client.store.engine))
     install_auth(app, auth, TenantClients(client.settings, client))
