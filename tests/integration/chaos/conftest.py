@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.integration.chaos.harness import ChaosResult
 from tests.integration.chaos.table import ROW_PROPERTY
 from tests.private_servers import (
     PrivatePostgres,
@@ -18,9 +17,9 @@ from tests.private_servers import (
 
 
 @pytest.fixture
-def report(record_property: Callable[[str, object], None]) -> Callable[[ChaosResult], None]:
+def report(record_property: Callable[[str, object], None]) -> Callable[[str], None]:
     """Adds a scenario's row to the reliability table (see tests/integration/chaos/table.py)."""
-    return lambda result: record_property(ROW_PROPERTY, result.row())
+    return lambda row: record_property(ROW_PROPERTY, row)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import statistics
 import threading
 import time
@@ -13,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from farmdomain.errors import StoreUnavailable
 from farmdomain.jobs import Job, JobState
@@ -42,6 +45,22 @@ CHAOS_SETTINGS: dict[str, Any] = {
 }
 
 
+# jobs between states: a fault that lands while some are here meets work in flight
+IN_FLIGHT = ("queued", "submitting", "submitted")
+
+
+@dataclass(frozen=True)
+class Landing:
+    """A fault as it landed: what it was, and the jobs by state just before."""
+
+    fault: str
+    states: dict[str, int]
+
+    @property
+    def in_flight(self) -> int:
+        return sum(self.states.get(state, 0) for state in IN_FLIGHT)
+
+
 @dataclass
 class ChaosFarm:
     farm: Farm
@@ -49,6 +68,10 @@ class ChaosFarm:
     simulator_url: str
     web_port: int
     workers: list[Child] = field(default_factory=list)
+    landings: list[Landing] = field(default_factory=list)
+    # producer calls the store refused (StoreUnavailable), retried with the same key
+    refusals: int = 0
+    _engine: Engine | None = None
 
     def set_faults(self, **faults: Any) -> None:
         response = httpx.post(f"{self.simulator_url}/_sim/faults", json=faults, timeout=10)
@@ -61,13 +84,106 @@ class ChaosFarm:
         stats: dict[str, Any] = httpx.get(f"{self.simulator_url}/_sim/stats", timeout=10).json()
         return stats
 
-    def start_worker(self, name: str) -> Child:
-        worker = self.farm.start_worker(name, concurrency=WORKER_CONCURRENCY)
+    def start_worker(self, name: str, app: str = "worker.app") -> Child:
+        worker = self.farm.start_worker(name, concurrency=WORKER_CONCURRENCY, app=app)
         self.workers.append(worker)
         return worker
 
     def restart_web(self) -> None:
         self.farm.start_web(self.web_port)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = create_engine(self.settings.resolved_database_url(), pool_pre_ping=True)
+        return self._engine
+
+    def states(self) -> dict[str, int] | None:
+        """Jobs by state as the store has them now; None while the store is unreachable."""
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(text("SELECT state, count(*) FROM jobs GROUP BY state"))
+                return {state: count for state, count in rows}
+        except DBAPIError:
+            return None
+
+    def when(
+        self, what: str, condition: Callable[[dict[str, int]], bool], timeout: float = 120
+    ) -> None:
+        """Wait until the store's jobs by state meet `condition`: faults are triggered on
+        what the farm is doing, never after a sleep."""
+
+        def met() -> bool:
+            states = self.states()
+            return states is not None and condition(states)
+
+        self.until(what, met, timeout)
+
+    def until(self, what: str, check: Callable[[], bool], timeout: float = 120) -> None:
+        """Wait until `check()` holds; fails the test if it never does."""
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"never observed: {what} (jobs: {self.states()})")
+            time.sleep(0.02)
+
+    def land(self, fault: str, action: Callable[[], object]) -> Landing:
+        """Do `action` (the fault), recording the jobs in flight as it lands."""
+        landing = Landing(fault, self.states() or {})
+        action()
+        self.landings.append(landing)
+        return landing
+
+    def evidence(self) -> Evidence:
+        """What the recovery paths did, as the store's events and results tell it."""
+        with self.engine.connect() as conn:
+            events = conn.execute(
+                text(
+                    "SELECT job_id, kind, detail FROM events"
+                    " WHERE kind IN ('resubmitted', 'republished', 'retry_scheduled')"
+                )
+            ).all()
+            polled = conn.execute(
+                text("SELECT count(*) FROM results WHERE source = 'poll'")
+            ).scalar_one()
+        by_kind: dict[str, set[str]] = {}
+        for job_id, kind, detail in events:
+            plain = json.loads(detail) if isinstance(detail, str) else detail
+            key = f"retry:{plain.get('reason')}" if kind == "retry_scheduled" else kind
+            by_kind.setdefault(key, set()).add(job_id)
+        return Evidence({kind: len(ids) for kind, ids in by_kind.items()}, polled)
+
+    def provider_requests(self, status: str) -> int:
+        """POSTs to Runware the live workers counted with `status` (an HTTP code, `timeout`)."""
+        total = 0.0
+        for worker in self.workers:
+            if worker.metrics_url is None or worker.process.poll() is not None:
+                continue
+            exposition = httpx.get(worker.metrics_url, timeout=10).text
+            for family in text_string_to_metric_families(exposition):
+                total += sum(
+                    sample.value
+                    for sample in family.samples
+                    if sample.name == "fluxfarm_provider_requests_total"
+                    and sample.labels.get("status") == status
+                )
+        return int(total)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Distinct jobs each recovery path touched (`resubmitted`, `republished`,
+    `retry:<reason>`), and the results that came by polling instead of a webhook."""
+
+    jobs: dict[str, int]
+    polled_results: int
+
+    def __getitem__(self, kind: str) -> int:
+        return self.jobs.get(kind, 0)
 
 
 @contextlib.contextmanager
@@ -77,6 +193,7 @@ def chaos_farm(
     broker_url: str | None,
     database_url: str | None,
     simulator_flags: tuple[str, ...] = (),
+    worker_app: str = "worker.app",
     **overrides: Any,
 ) -> Iterator[ChaosFarm]:
     with Farm(Settings(data_dir=tmp_path), log_dir=tmp_path / "logs") as farm:
@@ -91,11 +208,18 @@ def chaos_farm(
             database_url=database_url,
             **(CHAOS_SETTINGS | overrides),
         )
-        chaos = ChaosFarm(
-            farm, pipeline.settings, pipeline.simulator_url, pipeline.web_port, [pipeline.worker]
-        )
+        chaos = ChaosFarm(farm, pipeline.settings, pipeline.simulator_url, pipeline.web_port)
+        if worker_app == "worker.app":
+            chaos.workers.append(pipeline.worker)
+        else:
+            # the pipeline's own worker makes way before any job exists
+            farm.kill(pipeline.worker)
+            chaos.start_worker("worker-a", worker_app)
         farm.supervise()
-        yield chaos
+        try:
+            yield chaos
+        finally:
+            chaos.close()
 
 
 @dataclass(frozen=True)
@@ -109,10 +233,12 @@ class ChaosResult:
     charged_usd: Decimal
     recorded_usd: Decimal
     states: dict[str, int]
+    landings: list[Landing]
+    evidence: Evidence
 
-    def row(self) -> str:
+    def row(self, hit: str) -> str:
         return (
-            f"| {self.scenario} | {self.jobs} | {self.lost} | {self.paid_twice} | "
+            f"| {self.scenario} | {self.jobs} | {hit} | {self.lost} | {self.paid_twice} | "
             f"{self.duplicate_results} | {self.p99_to_terminal_s:.1f} s |"
         )
 
@@ -123,14 +249,30 @@ def run_scenario(
     disrupt: Callable[[ChaosFarm], None],
     jobs: int = 200,
     timeout: float = 240,
+    submit_per_s: float | None = None,
 ) -> ChaosResult:
-    """Submit `jobs`, disrupt the farm meanwhile, wait for every job, and measure."""
+    """Submit `jobs` (at `submit_per_s`, or as fast as the store takes them), disrupt the
+    farm meanwhile, wait for every job, and measure."""
     requests = demo_requests(jobs)
+    failures: list[BaseException] = []
+
+    def disruption() -> None:
+        try:
+            disrupt(chaos)
+        except BaseException as exc:
+            failures.append(exc)
+
     with FluxfarmClient(chaos.settings, tenant="chaos") as client:
-        disruption = threading.Thread(target=disrupt, args=(chaos,), name=scenario)
-        disruption.start()
-        job_ids = [_submit(client, f"{scenario}-{i}", r) for i, r in enumerate(requests)]
-        disruption.join()
+        thread = threading.Thread(target=disruption, name=scenario)
+        thread.start()
+        job_ids = []
+        for i, request in enumerate(requests):
+            job_ids.append(_submit(chaos, client, f"{scenario}-{i}", request))
+            if submit_per_s:
+                time.sleep(1 / submit_per_s)
+        thread.join()
+        if failures:
+            raise failures[0]
         finished = _wait_all(client, job_ids, timeout)
         with client.store.engine.connect() as conn:
             stored_results = conn.execute(select(func.count()).select_from(results)).scalar_one()
@@ -155,16 +297,19 @@ def run_scenario(
         charged_usd=Decimal(stats["charged_usd_exact"]),
         recorded_usd=recorded,
         states=states,
+        landings=list(chaos.landings),
+        evidence=chaos.evidence(),
     )
 
 
-def _submit(client: FluxfarmClient, key: str, request: dict[str, Any]) -> str:
+def _submit(chaos: ChaosFarm, client: FluxfarmClient, key: str, request: dict[str, Any]) -> str:
     """Submit as a careful caller does: a store outage is retried with the same key."""
     deadline = time.monotonic() + 60
     while True:
         try:
             return client.submit(request, idempotency_key=key)
         except StoreUnavailable:
+            chaos.refusals += 1
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
@@ -186,12 +331,3 @@ def _p99(durations: list[float]) -> float:
     if len(durations) < 2:
         return durations[0] if durations else float("nan")
     return statistics.quantiles(durations, n=100)[98]
-
-
-def worker_children(worker: Child) -> list[int]:
-    """The prefork pool processes of a Celery worker (its master's children); none for a
-    threads pool."""
-    path = Path(f"/proc/{worker.process.pid}/task/{worker.process.pid}/children")
-    with contextlib.suppress(FileNotFoundError):
-        return [int(pid) for pid in path.read_text().split()]
-    return []
