@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from simulator.server import bind, build_server, url_of
-from simulator.settings import FaultSettings, SimulatorSettings
+from simulator.settings import FaultSettings, ShapeSettings, SimulatorSettings
+
+NESTED = {"faults": FaultSettings, "shapes": ShapeSettings}
 
 
 def _flag(name: str) -> str:
@@ -23,7 +25,7 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
     hints = typing.get_type_hints(cls)
     defaults = cls()
     for spec in dataclasses.fields(cls):
-        if spec.name == "faults":
+        if spec.name in NESTED:
             continue
         kind = hints[spec.name]
         default = getattr(defaults, spec.name)
@@ -52,27 +54,34 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m simulator",
-        description="A local imitation of Runware's REST API for FLUX.2 [pro] (bfl:5@1).",
+        description=(
+            "A local imitation of Runware's API (REST and WebSocket, both on /v1)"
+            " for FLUX.2 [pro] (bfl:5@1)."
+        ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8765, help="port to listen on; 0 = any")
     parser.add_argument("--log-level", default="warning", help="uvicorn log level")
     _add_fields(parser, SimulatorSettings)
-    faults = parser.add_argument_group("faults (also settable at runtime via /_sim/faults)")
-    _add_fields(typing.cast(argparse.ArgumentParser, faults), FaultSettings)
+    for name, cls in NESTED.items():
+        group = parser.add_argument_group(f"{name} (also settable at runtime via /_sim/{name})")
+        _add_fields(typing.cast(argparse.ArgumentParser, group), cls)
     return parser
 
 
 def settings_from_args(args: argparse.Namespace) -> SimulatorSettings:
     values = vars(args)
-    fault_values = {spec.name: values[spec.name] for spec in dataclasses.fields(FaultSettings)}
-    settings_values = {
-        spec.name: values[spec.name]
-        for spec in dataclasses.fields(SimulatorSettings)
-        if spec.name != "faults"
-    }
-    return SimulatorSettings(**settings_values, faults=FaultSettings(**fault_values))
+
+    def pick(cls: type[Any]) -> dict[str, Any]:
+        return {
+            spec.name: values[spec.name]
+            for spec in dataclasses.fields(cls)
+            if spec.name not in NESTED
+        }
+
+    nested = {name: cls(**pick(cls)) for name, cls in NESTED.items()}
+    return SimulatorSettings(**pick(SimulatorSettings), **nested)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

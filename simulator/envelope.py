@@ -1,4 +1,6 @@
-"""The /v1 envelope: reading a bounded body, parsing the task array, authenticating, responding."""
+"""The /v1 envelope: reading a bounded body, parsing the task array, authenticating, responding.
+
+The task array, the key check and the error shapes are the same on a WebSocket message."""
 
 from __future__ import annotations
 
@@ -66,6 +68,11 @@ def parse_tasks(content_type: str, body: bytes) -> list[dict[str, Any]]:
         raise RequestRejected.single(
             415, "invalidContentType", "Content-Type must be application/json."
         )
+    return parse_task_array(body)
+
+
+def parse_task_array(body: bytes) -> list[dict[str, Any]]:
+    """A JSON array of task objects, or RequestRejected saying what is wrong with it."""
     try:
         payload = _loads(body)
     except (ValueError, RecursionError) as exc:
@@ -85,7 +92,8 @@ def parse_tasks(content_type: str, body: bytes) -> list[dict[str, Any]]:
     return payload
 
 
-def _key_is_valid(key: Any, valid_keys: tuple[str, ...]) -> bool:
+def key_is_valid(key: Any, valid_keys: tuple[str, ...]) -> bool:
+    """Whether `key` is one of the configured keys, compared in constant time."""
     if not isinstance(key, str):
         return False
     presented = key.encode()
@@ -102,15 +110,19 @@ def authenticate(
     else:
         scheme, _, token = authorization.partition(" ")
         key = token.strip() if scheme.lower() == "bearer" else None
-    if not _key_is_valid(key, valid_keys):
-        raise RequestRejected.single(
-            401,
-            "invalidApiKey",
-            "Invalid API key. Get one at https://my.runware.ai/signup",
-            parameter="apiKey",
-            task_type=AUTH_TASK,
-        )
+    if not key_is_valid(key, valid_keys):
+        raise invalid_key()
     return tasks
+
+
+def invalid_key() -> RequestRejected:
+    return RequestRejected.single(
+        401,
+        "invalidApiKey",
+        "Invalid API key. Get one at https://my.runware.ai/signup",
+        parameter="apiKey",
+        task_type=AUTH_TASK,
+    )
 
 
 def envelope(data: list[dict[str, Any]], errors: list[ErrorDict], all_failed: bool) -> Any:

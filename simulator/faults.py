@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
 
-from simulator.settings import FaultSettings
+from simulator.settings import Adjustable, FaultSettings
 
 
 @dataclass(frozen=True)
@@ -44,21 +43,12 @@ _SUBMIT_FAULTS = (
 HANG = SubmitFault(504, "requestTimeout", "The request was not processed in time.")
 
 
-class FaultController:
+class FaultController(Adjustable[FaultSettings]):
     """Holds the current fault config (startup values until changed) and draws decisions."""
 
     def __init__(self, startup: FaultSettings, rng: random.Random) -> None:
-        self.startup = startup
-        self.current = startup
+        super().__init__(startup)
         self.rng = rng
-
-    def update(self, changes: dict[str, Any]) -> FaultSettings:
-        self.current = self.current.updated(changes)
-        return self.current
-
-    def reset(self) -> FaultSettings:
-        self.current = self.startup
-        return self.current
 
     def submit_fault(self) -> SubmitFault | None:
         """One draw decides the submit's fate, so shares add up rather than compound."""

@@ -58,5 +58,8 @@ def build_server(
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         # Runware's clients keep connections open between submits and polls.
         timeout_keep_alive=30,
+        # above the app's own limit, so that an oversized message is answered with an error
+        # frame naming the limit rather than by closing the socket
+        ws_max_size=2 * settings.max_body_bytes,
     )
     return SimulatorServer(config, on_ready)

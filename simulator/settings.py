@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Self, TypeVar
 
 LATENCY_DISTRIBUTIONS = ("fixed", "uniform", "lognormal")
 ACCEPTED_ERROR_MODES = ("error", "hang")
-ACK_BODIES = ("empty", "echo")
+ACK_BODIES = ("echo", "empty")
 WEBHOOK_BODIES = ("flat", "wrapped")
+FAILED_ITEMS = ("data", "errors")
+SYNC_WEBHOOKS = ("hold", "ack")
+COST_REPORTING = ("requested", "always")
 
 
 def _setting(default: Any, help_text: str) -> Any:
@@ -32,7 +35,51 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 @dataclass(frozen=True)
-class FaultSettings:
+class _Tunable:
+    """Settings that may change while the simulator runs, through a /_sim route."""
+
+    def updated(self, changes: dict[str, Any]) -> Self:
+        """Return a copy with `changes` applied; raise ValueError on unknown keys or types."""
+        known = {spec.name for spec in dataclasses.fields(self)}
+        for name, value in changes.items():
+            if name not in known:
+                raise ValueError(f"unknown setting {name!r}")
+            expected = type(getattr(self, name))
+            if expected is float and type(value) is int:
+                continue
+            if type(value) is not expected:
+                raise ValueError(f"{name} must be a {expected.__name__}")
+        coerced: dict[str, Any] = {
+            name: float(value) if isinstance(getattr(self, name), float) else value
+            for name, value in changes.items()
+        }
+        return dataclasses.replace(self, **coerced)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+TunableT = TypeVar("TunableT", bound=_Tunable)
+
+
+class Adjustable(Generic[TunableT]):
+    """The settings in force: the startup values until changed at runtime, then reset."""
+
+    def __init__(self, startup: TunableT) -> None:
+        self.startup = startup
+        self.current = startup
+
+    def update(self, changes: dict[str, Any]) -> TunableT:
+        self.current = self.current.updated(changes)
+        return self.current
+
+    def reset(self) -> TunableT:
+        self.current = self.startup
+        return self.current
+
+
+@dataclass(frozen=True)
+class FaultSettings(_Tunable):
     """Fault injection; every share is a probability in 0..1 drawn per submit, image or webhook."""
 
     latency_dist: str = _setting(
@@ -82,25 +129,51 @@ class FaultSettings:
         if self.latency_min_s > self.latency_max_s and self.latency_dist == "uniform":
             raise ValueError("latency_min_s must not exceed latency_max_s")
 
-    def updated(self, changes: dict[str, Any]) -> FaultSettings:
-        """Return a copy with `changes` applied; raise ValueError on unknown keys or types."""
-        known = {spec.name: spec for spec in dataclasses.fields(self)}
-        for name, value in changes.items():
-            if name not in known:
-                raise ValueError(f"unknown fault setting {name!r}")
-            expected = type(getattr(self, name))
-            if expected is float and type(value) is int:
-                continue
-            if type(value) is not expected:
-                raise ValueError(f"{name} must be a {expected.__name__}")
-        coerced: dict[str, Any] = {
-            name: float(value) if isinstance(getattr(self, name), float) else value
-            for name, value in changes.items()
-        }
-        return dataclasses.replace(self, **coerced)
 
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+@dataclass(frozen=True)
+class ShapeSettings(_Tunable):
+    """How answers are laid out where Runware's sources disagree; the defaults are what
+    Runware's current SDK (runware-sdk 1.8.0) reads, the other values the older readings."""
+
+    failed_items: str = _setting(
+        "data",
+        "a failed image: data = an item {status: error, error: {...}} inside data, beside the"
+        " successes | errors = an entry of a top-level errors array (older docs)",
+    )
+    ack_body: str = _setting(
+        "echo",
+        "async acknowledgement: echo = {data: [{taskType, taskUUID}]} | empty = {data: []}",
+    )
+    progress: bool = _setting(True, "images still processing carry progress (0-100)")
+    sync_webhook: str = _setting(
+        "hold",
+        "a sync task with a webhookURL: hold = answered with its results like any sync task,"
+        " and POSTed | ack = acknowledged at once like an async one",
+    )
+    cost: str = _setting(
+        "requested",
+        "cost on result items: requested = only with includeCost (the field's docs) | always"
+        " (as the model page's examples show)",
+    )
+    partial_failure_status: int = _setting(
+        200, "HTTP status when some tasks of a request fail and others succeed (UNDOCUMENTED)"
+    )
+    webhook_body: str = _setting(
+        "flat", "webhook body: flat item object | wrapped = {data: [item]} (sources conflict)"
+    )
+    webhook_errors: bool = _setting(
+        False,
+        "POST per-image errors to the webhook (UNDOCUMENTED; off: the client must poll)",
+    )
+
+    def __post_init__(self) -> None:
+        _check_choice("failed_items", self.failed_items, FAILED_ITEMS)
+        _check_choice("ack_body", self.ack_body, ACK_BODIES)
+        _check_choice("sync_webhook", self.sync_webhook, SYNC_WEBHOOKS)
+        _check_choice("cost", self.cost, COST_REPORTING)
+        _check_choice("webhook_body", self.webhook_body, WEBHOOK_BODIES)
+        if not 200 <= self.partial_failure_status <= 599:
+            raise ValueError("partial_failure_status must be an HTTP status")
 
 
 @dataclass(frozen=True)
@@ -114,21 +187,6 @@ class SimulatorSettings:
     max_body_bytes: int = _setting(8 * 1024 * 1024, "largest accepted request body (413 above)")
     max_tasks_per_request: int = _setting(
         10, "most tasks in one request, auth task excluded (UNDOCUMENTED; kept small)"
-    )
-    partial_failure_status: int = _setting(
-        200, "HTTP status when some tasks of a request fail and others succeed (UNDOCUMENTED)"
-    )
-    ack_body: str = _setting(
-        "empty",
-        "async acknowledgement: empty = {data: []} | echo = {data: [{taskType, taskUUID}]}"
-        " (UNDOCUMENTED; empty gives the client nothing to match)",
-    )
-    webhook_body: str = _setting(
-        "flat", "webhook body: flat item object | wrapped = {data: [item]} (sources conflict)"
-    )
-    webhook_errors: bool = _setting(
-        False,
-        "POST per-image errors to the webhook (UNDOCUMENTED; off: the client must poll)",
     )
     webhook_timeout_s: float = _setting(5.0, "timeout of one webhook or upload attempt")
     webhook_backoff_s: float = _setting(0.25, "first wait between attempts, doubled each time")
@@ -159,11 +217,19 @@ class SimulatorSettings:
     )
     image_cache_size: int = _setting(64, "encoded images kept in the LRU cache")
     random_seed: int | None = _setting(None, "seed of the random source for reproducible runs")
+    ws_session_retention_s: float = _setting(
+        120.0, "how long a dropped WebSocket session keeps its undelivered results"
+    )
+    ws_idle_timeout_s: float = _setting(
+        120.0, "a WebSocket with no inbound message for this long is closed"
+    )
+    ws_sync_timeout_s: float = _setting(
+        120.0, "longest a sync task on a WebSocket is waited for before a timeout error"
+    )
     faults: FaultSettings = field(default_factory=FaultSettings)
+    shapes: ShapeSettings = field(default_factory=ShapeSettings)
 
     def __post_init__(self) -> None:
-        _check_choice("ack_body", self.ack_body, ACK_BODIES)
-        _check_choice("webhook_body", self.webhook_body, WEBHOOK_BODIES)
         if not self.api_keys:
             raise ValueError("api_keys must name at least one key")
         if self.webhook_max_attempts < 1:

@@ -31,6 +31,10 @@ class Stats:
     upload_attempts: int = 0
     uploads_delivered: int = 0
     uploads_abandoned: int = 0
+    ws_connections: int = 0
+    ws_sessions_resumed: int = 0
+    ws_frames_buffered: int = 0
+    ws_frames_replayed: int = 0
     submits_rejected: Counter[str] = field(default_factory=Counter)
     charged_usd: Decimal = Decimal(0)
 
@@ -54,6 +58,10 @@ class Stats:
             "upload_attempts": self.upload_attempts,
             "uploads_delivered": self.uploads_delivered,
             "uploads_abandoned": self.uploads_abandoned,
+            "ws_connections": self.ws_connections,
+            "ws_sessions_resumed": self.ws_sessions_resumed,
+            "ws_frames_buffered": self.ws_frames_buffered,
+            "ws_frames_replayed": self.ws_frames_replayed,
             "submits_rejected": dict(self.submits_rejected),
             "charged_usd": round(float(self.charged_usd), 6),
             "charged_usd_exact": plain(self.charged_usd),

@@ -1,4 +1,5 @@
-"""Accepted tasks: the registry, each image's generation, billing, and the polling views."""
+"""Accepted tasks: the registry, each image's generation, billing, and the views of a task's
+results (sync answer, getResponse, webhook) in the shapes currently set."""
 
 from __future__ import annotations
 
@@ -18,11 +19,21 @@ from simulator.errors import ErrorDict, api_error
 from simulator.faults import FaultController
 from simulator.images import EXTENSIONS, MEDIA_TYPES, ImageRenderer, ImageStore
 from simulator.pricing import image_cost
-from simulator.settings import SimulatorSettings
+from simulator.settings import Adjustable, ShapeSettings, SimulatorSettings
 from simulator.stats import Stats, plain
 from simulator.validation import MAX_SEED, TASK_TYPE, ImageRequest
 
 UINT32_RANGE = 2**32
+
+
+def failed_item(error: ErrorDict) -> dict[str, Any]:
+    """A failed image as an item of `data`, its error nested, as runware-sdk reads it."""
+    return {
+        "taskType": error.get("taskType", TASK_TYPE),
+        "taskUUID": error["taskUUID"],
+        "status": "error",
+        "error": error,
+    }
 
 
 @dataclass
@@ -33,6 +44,26 @@ class Generation:
     status: str = "processing"
     item: dict[str, Any] | None = None
     error: ErrorDict | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    latency_s: float = 0.0
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def progress(self, now: float) -> int:
+        """Percent of the planned latency elapsed; never 100 before the image exists."""
+        if self.latency_s <= 0:
+            return 0
+        return min(99, int(100 * (now - self.started_at) / self.latency_s))
+
+    def frame(self, shapes: ShapeSettings) -> dict[str, Any]:
+        """This finished image on its own: `data` with its item, or with its failed item
+        (failed_items=data), or `errors` with its error."""
+        if self.item is not None:
+            return {"data": [self.item]}
+        if self.error is None:
+            raise RuntimeError("the image is still processing")
+        if shapes.failed_items == "data":
+            return {"data": [failed_item(self.error)]}
+        return {"errors": [self.error]}
 
 
 @dataclass
@@ -41,34 +72,44 @@ class Task:
     original: dict[str, Any]
     base_url: str
     generations: list[Generation]
+    # answered at once (async, or a webhook task under sync_webhook=ack), not held for results
+    acknowledged: bool
     done: asyncio.Event = field(default_factory=asyncio.Event)
     charged_usd: Decimal = Decimal(0)
     remaining: int = 0
     finished_at: float | None = None
 
-    def results(self) -> tuple[list[dict[str, Any]], list[ErrorDict]]:
-        """Finished items and errors, as a sync response or getTaskDetails carries them."""
+    def results(self, shapes: ShapeSettings) -> tuple[list[dict[str, Any]], list[ErrorDict]]:
+        """A finished task as a sync answer or getTaskDetails carries it: failed images
+        beside the successes (failed_items=data), or all of them in `errors` when none
+        succeeded or under failed_items=errors."""
         items = [gen.item for gen in self.generations if gen.item is not None]
         errors = [gen.error for gen in self.generations if gen.error is not None]
+        if shapes.failed_items == "data" and items and errors:
+            return [item for gen in self.generations for item in gen.frame(shapes)["data"]], []
         return items, errors
 
-    def poll(self) -> tuple[list[dict[str, Any]], list[ErrorDict]]:
-        """Cumulative getResponse state: processing and success in data, failures in errors."""
+    def poll(self, shapes: ShapeSettings) -> tuple[list[dict[str, Any]], list[ErrorDict]]:
+        """Cumulative getResponse state of every image: processing, success, error."""
         data: list[dict[str, Any]] = []
         errors: list[ErrorDict] = []
+        now = time.monotonic()
         for gen in self.generations:
             if gen.item is not None:
                 data.append({**gen.item, "status": "success"})
+            elif gen.error is not None and shapes.failed_items == "data":
+                data.append(failed_item(gen.error))
             elif gen.error is not None:
                 errors.append({**gen.error, "status": "error"})
             else:
-                data.append(
-                    {
-                        "taskType": TASK_TYPE,
-                        "taskUUID": self.request.task_uuid,
-                        "status": "processing",
-                    }
-                )
+                processing: dict[str, Any] = {
+                    "taskType": TASK_TYPE,
+                    "taskUUID": self.request.task_uuid,
+                    "status": "processing",
+                }
+                if shapes.progress:
+                    processing["progress"] = gen.progress(now)
+                data.append(processing)
         return data, errors
 
     def state(self) -> dict[str, Any]:
@@ -109,8 +150,10 @@ class TaskRegistry:
         deliverer: Deliverer,
         stats: Stats,
         rng: random.Random,
+        shapes: Adjustable[ShapeSettings],
     ) -> None:
         self.settings = settings
+        self.shapes = shapes
         self.faults = faults
         self.renderer = renderer
         self.store = store
@@ -135,11 +178,15 @@ class TaskRegistry:
     def accept(self, request: ImageRequest, original: dict[str, Any], base_url: str) -> Task:
         """Register a validated task and start generating its images; `base_url` roots imageURL."""
         seeds = image_seeds(request.seed, request.number_results, self.rng)
+        acknowledged = request.delivery_method == "async" or (
+            request.webhook_url is not None and self.shapes.current.sync_webhook == "ack"
+        )
         task = Task(
             request=request,
             original=original,
             base_url=base_url.rstrip("/"),
             generations=[Generation(seed=seed) for seed in seeds],
+            acknowledged=acknowledged,
             remaining=len(seeds),
         )
         self.tasks[request.task_uuid] = task
@@ -157,20 +204,19 @@ class TaskRegistry:
 
     async def _generate(self, task: Task, generation: Generation) -> None:
         request = task.request
-        latency = self.faults.latency_s()
-        if latency > 0:
-            await asyncio.sleep(latency)
+        generation.latency_s = self.faults.latency_s()
+        if generation.latency_s > 0:
+            await asyncio.sleep(generation.latency_s)
         fault = self.faults.image_fault()
         if fault is not None:
-            generation.status = "error"
-            generation.error = api_error(
+            error = api_error(
                 fault.code, fault.message, task_type=TASK_TYPE, task_uuid=request.task_uuid
             )
+            generation.status, generation.error = "error", error
             self.stats.image_errors += 1
-            self._finish_one(task)
-            if request.webhook_url is not None and self.settings.webhook_errors:
-                body = {"errors": [{**generation.error, "status": "error"}]}
-                await self.deliverer.webhook(request.webhook_url, body)
+            self._finish_one(task, generation)
+            if request.webhook_url is not None and self.shapes.current.webhook_errors:
+                await self.deliverer.webhook(request.webhook_url, self._error_body(error))
             return
         data = await self.renderer.image(
             request.prompt,
@@ -186,8 +232,15 @@ class TaskRegistry:
         task.charged_usd += cost
         self.stats.charged_usd += cost
         self.stats.images_generated += 1
-        self._finish_one(task)
+        self._finish_one(task, generation)
         await self._deliver(request, generation.item, data)
+
+    def _error_body(self, error: ErrorDict) -> Any:
+        shapes = self.shapes.current
+        if shapes.failed_items == "errors":
+            return {"errors": [{**error, "status": "error"}]}
+        item = failed_item(error)
+        return {"data": [item]} if shapes.webhook_body == "wrapped" else item
 
     def _result_item(self, task: Task, seed: int, data: bytes, cost: Decimal) -> dict[str, Any]:
         request = task.request
@@ -210,7 +263,7 @@ class TaskRegistry:
                 item["imageDataURI"] = f"data:{MEDIA_TYPES[fmt]};base64,{encoded}"
         item["seed"] = seed
         item["NSFWContent"] = self.faults.nsfw_flag()
-        if request.include_cost:
+        if request.include_cost or self.shapes.current.cost == "always":
             item["cost"] = float(cost)
         return item
 
@@ -220,7 +273,8 @@ class TaskRegistry:
             media_type = MEDIA_TYPES[request.output_format]
             sends.append(self.deliverer.upload(request.upload_endpoint, data, media_type))
         if request.webhook_url is not None:
-            body = {"data": [item]} if self.settings.webhook_body == "wrapped" else item
+            wrapped = self.shapes.current.webhook_body == "wrapped"
+            body = {"data": [item]} if wrapped else item
             sends.append(self.deliverer.webhook(request.webhook_url, body))
         if len(sends) == 1:
             await sends[0]
@@ -228,7 +282,8 @@ class TaskRegistry:
             # Upload and webhook race, as nothing documents which one Runware finishes first.
             await asyncio.gather(*sends)
 
-    def _finish_one(self, task: Task) -> None:
+    def _finish_one(self, task: Task, generation: Generation) -> None:
+        generation.finished.set()
         task.remaining -= 1
         if task.remaining == 0:
             task.finished_at = time.monotonic()

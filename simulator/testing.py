@@ -26,6 +26,11 @@ class SimulatorHandle:
     def api_url(self) -> str:
         return self.url + "/v1"
 
+    @property
+    def ws_url(self) -> str:
+        """The WebSocket endpoint: /v1 on the same port as REST."""
+        return "ws" + self.api_url.removeprefix("http")
+
     def _control(self, method: str, path: str, json: Any = None) -> Any:
         response = httpx.request(method, self.url + path, json=json, timeout=10.0)
         response.raise_for_status()
@@ -46,6 +51,19 @@ class SimulatorHandle:
 
     def reset_faults(self) -> dict[str, Any]:
         result: dict[str, Any] = self._control("DELETE", "/_sim/faults")
+        return result
+
+    def shapes(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._control("GET", "/_sim/shapes")
+        return result
+
+    def set_shapes(self, **changes: Any) -> dict[str, Any]:
+        """Partially update the answer shapes; returns every shape setting now in force."""
+        result: dict[str, Any] = self._control("POST", "/_sim/shapes", changes)
+        return result
+
+    def reset_shapes(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._control("DELETE", "/_sim/shapes")
         return result
 
     def task(self, task_uuid: str) -> dict[str, Any]:

@@ -79,11 +79,6 @@ class ImageRequest:
     upload_endpoint: str | None
     reference_megapixels: tuple[int, ...]
 
-    @property
-    def acknowledged_at_once(self) -> bool:
-        """Async tasks and tasks with a webhook are acknowledged before generation."""
-        return self.delivery_method == "async" or self.webhook_url is not None
-
 
 def is_uuid4(value: Any) -> bool:
     if not isinstance(value, str):

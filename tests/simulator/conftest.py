@@ -24,6 +24,13 @@ def sim() -> Iterator[SimulatorHandle]:
 
 
 @pytest.fixture
+def shaped(sim: SimulatorHandle) -> Iterator[SimulatorHandle]:
+    """The module's simulator; the answer shapes a test sets are reset after it."""
+    yield sim
+    sim.reset_shapes()
+
+
+@pytest.fixture
 def client() -> Iterator[httpx.Client]:
     with httpx.Client(headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30.0) as http:
         yield http

@@ -10,7 +10,7 @@ import orjson
 from PIL import Image
 from sim_support import Receiver, image_task, quick_settings, wait_until
 
-from simulator.settings import FaultSettings
+from simulator.settings import FaultSettings, ShapeSettings
 from simulator.testing import SimulatorHandle, running_simulator
 
 TOKEN_QUERY = "token=s3cr%2Ft+x%3D%3D&job=42&empty="
@@ -53,32 +53,42 @@ def test_seed_near_the_maximum_wraps_within_range(
     assert [item["seed"] for item in items["data"]] == [2**63 - 1, 0]
 
 
-def test_async_is_acknowledged_with_empty_data_then_polled(
+def test_async_is_acknowledged_naming_the_task_then_polled(
     client: httpx.Client, sim: SimulatorHandle
 ) -> None:
     task = image_task(deliveryMethod="async")
     response = client.post(sim.api_url, json=[task])
-    assert (response.status_code, response.json()) == (200, {"data": []})
+    ack = {"data": [{"taskType": "imageInference", "taskUUID": task["taskUUID"]}]}
+    assert (response.status_code, response.json()) == (200, ack)
     wait_until(lambda: sim.task(task["taskUUID"])["status"] == "done")
 
 
-def test_echo_ack_names_the_task() -> None:
-    with running_simulator(quick_settings(ack_body="echo")) as sim:
+def test_empty_ack_body_names_nothing(client: httpx.Client, shaped: SimulatorHandle) -> None:
+    shaped.set_shapes(ack_body="empty")
+    response = client.post(shaped.api_url, json=[image_task(deliveryMethod="async")])
+    assert (response.status_code, response.json()) == (200, {"data": []})
+
+
+def test_empty_ack_body_is_a_startup_flag_too() -> None:
+    with running_simulator(quick_settings(shapes=ShapeSettings(ack_body="empty"))) as sim:
         task = image_task(deliveryMethod="async")
         response = httpx.post(sim.api_url, json=[task], headers={"Authorization": "Bearer sim-key"})
-        assert response.json() == {
-            "data": [{"taskType": "imageInference", "taskUUID": task["taskUUID"]}]
-        }
+        assert response.json() == {"data": []}
 
 
 def test_webhook_gets_one_flat_post_per_image_with_query_preserved(
     client: httpx.Client, sim: SimulatorHandle, receiver: Receiver
 ) -> None:
     task = image_task(
-        numberResults=3, includeCost=True, webhookURL=f"{receiver.url}/hook?{TOKEN_QUERY}"
+        numberResults=3,
+        includeCost=True,
+        deliveryMethod="async",
+        webhookURL=f"{receiver.url}/hook?{TOKEN_QUERY}",
     )
     response = client.post(sim.api_url, json=[task])
-    assert response.json() == {"data": []}
+    assert response.json() == {
+        "data": [{"taskType": "imageInference", "taskUUID": task["taskUUID"]}]
+    }
     posts = receiver.wait_for(3)
     assert {post.path for post in posts} == {f"/hook?{TOKEN_QUERY}"}
     assert {post.method for post in posts} == {"POST"}
@@ -89,8 +99,40 @@ def test_webhook_gets_one_flat_post_per_image_with_query_preserved(
     assert len({body["imageUUID"] for body in bodies}) == 3
 
 
+def test_sync_task_with_a_webhook_is_held_for_its_results_and_posted(
+    client: httpx.Client, sim: SimulatorHandle, receiver: Receiver
+) -> None:
+    task = image_task(numberResults=2, webhookURL=f"{receiver.url}/hook")
+    response = client.post(sim.api_url, json=[task])
+    items = response.json()["data"]
+    assert len(items) == 2
+    assert all("imageURL" in item for item in items)
+    bodies = [orjson.loads(post.body) for post in receiver.wait_for(2)]
+    assert sorted(body["imageUUID"] for body in bodies) == sorted(i["imageUUID"] for i in items)
+
+
+def test_sync_task_with_a_webhook_is_acknowledged_under_sync_webhook_ack(
+    client: httpx.Client, shaped: SimulatorHandle, receiver: Receiver
+) -> None:
+    shaped.set_shapes(sync_webhook="ack")
+    task = image_task(webhookURL=f"{receiver.url}/hook")
+    response = client.post(shaped.api_url, json=[task])
+    assert response.json() == {
+        "data": [{"taskType": "imageInference", "taskUUID": task["taskUUID"]}]
+    }
+    assert orjson.loads(receiver.wait_for(1)[0].body)["taskUUID"] == task["taskUUID"]
+
+
+def test_cost_is_on_every_item_under_cost_always(
+    client: httpx.Client, shaped: SimulatorHandle
+) -> None:
+    shaped.set_shapes(cost="always")
+    [item] = client.post(shaped.api_url, json=[image_task()]).json()["data"]
+    assert item["cost"] == 0.03
+
+
 def test_webhook_wrapped_body_shape(receiver: Receiver) -> None:
-    with running_simulator(quick_settings(webhook_body="wrapped")) as sim:
+    with running_simulator(quick_settings(shapes=ShapeSettings(webhook_body="wrapped"))) as sim:
         task = image_task(webhookURL=f"{receiver.url}/hook?{TOKEN_QUERY}")
         httpx.post(sim.api_url, json=[task], headers={"Authorization": "Bearer sim-key"})
         [post] = receiver.wait_for(1)
@@ -156,16 +198,24 @@ def test_webhook_to_a_closed_port_is_abandoned_but_still_billed() -> None:
 
 def test_image_errors_reach_the_webhook_only_when_enabled(receiver: Receiver) -> None:
     faults = FaultSettings(timeout_provider_share=1.0)
-    with running_simulator(quick_settings(webhook_errors=True, faults=faults)) as sim:
-        task = image_task(webhookURL=f"{receiver.url}/hook")
+    shapes = ShapeSettings(webhook_errors=True)
+    with running_simulator(quick_settings(shapes=shapes, faults=faults)) as sim:
+        task = image_task(deliveryMethod="async", webhookURL=f"{receiver.url}/hook")
         httpx.post(sim.api_url, json=[task], headers={"Authorization": "Bearer sim-key"})
         [post] = receiver.wait_for(1)
-        [error] = orjson.loads(post.body)["errors"]
+        body = orjson.loads(post.body)
+        assert (body["status"], body["taskUUID"]) == ("error", task["taskUUID"])
+        error = body["error"]
         assert error["code"] == "timeoutProvider"
-        assert error["status"] == "error"
         assert error["taskUUID"] == task["taskUUID"]
         assert error["taskType"] == "imageInference"
         assert error["message"]
+        sim.set_shapes(failed_items="errors")
+        task = image_task(deliveryMethod="async", webhookURL=f"{receiver.url}/hook")
+        httpx.post(sim.api_url, json=[task], headers={"Authorization": "Bearer sim-key"})
+        [error] = orjson.loads(receiver.wait_for(2)[1].body)["errors"]
+        assert (error["code"], error["status"]) == ("timeoutProvider", "error")
+        assert error["taskUUID"] == task["taskUUID"]
 
 
 def test_image_errors_are_not_posted_by_default(receiver: Receiver) -> None:

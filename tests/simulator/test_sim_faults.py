@@ -114,8 +114,8 @@ def test_safety_block_is_an_unbilled_image_error(fresh: SimulatorHandle) -> None
     task = image_task(deliveryMethod="async", includeCost=True)
     httpx.post(fresh.api_url, json=[task], headers=HEADERS)
     wait_until(lambda: fresh.task(task["taskUUID"])["status"] == "done")
-    [error] = lookup(fresh, task["taskUUID"]).json()["errors"]
-    assert (error["code"], error["status"]) == ("contentPolicyViolation", "error")
+    [item] = lookup(fresh, task["taskUUID"]).json()["data"]
+    assert (item["error"]["code"], item["status"]) == ("contentPolicyViolation", "error")
     assert fresh.stats()["charged_usd"] == 0
     assert fresh.stats()["image_errors"] == 1
 

@@ -6,9 +6,10 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from sim_support import API_KEY, image_task, quick_settings, wait_until
 
-from simulator.settings import FaultSettings
+from simulator.settings import FaultSettings, ShapeSettings
 from simulator.testing import running_simulator
 
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
@@ -30,12 +31,16 @@ def test_get_response_goes_from_processing_to_success() -> None:
         task = image_task(deliveryMethod="async", numberResults=2, includeCost=True)
         client.post(sim.api_url, json=[task])
         early = poll(client, sim.api_url, task["taskUUID"])
-        assert early == {
-            "data": [
-                {"taskType": "imageInference", "taskUUID": task["taskUUID"], "status": "processing"}
-            ]
-            * 2
-        }
+        assert list(early) == ["data"]
+        assert len(early["data"]) == 2
+        for item in early["data"]:
+            progress = item.pop("progress")
+            assert 0 <= progress < 100
+            assert item == {
+                "taskType": "imageInference",
+                "taskUUID": task["taskUUID"],
+                "status": "processing",
+            }
 
         def finished() -> bool:
             return all(
@@ -54,10 +59,47 @@ def test_get_response_goes_from_processing_to_success() -> None:
         assert again == late
 
 
-def test_get_response_puts_failed_images_in_errors() -> None:
+def test_processing_items_carry_no_progress_when_it_is_off() -> None:
+    faults = FaultSettings(latency_s=0.4)
+    with (
+        running_simulator(quick_settings(faults=faults)) as sim,
+        httpx.Client(headers=HEADERS) as client,
+    ):
+        sim.set_shapes(progress=False)
+        task = image_task(deliveryMethod="async")
+        client.post(sim.api_url, json=[task])
+        [item] = poll(client, sim.api_url, task["taskUUID"])["data"]
+        assert item == {
+            "taskType": "imageInference",
+            "taskUUID": task["taskUUID"],
+            "status": "processing",
+        }
+
+
+def test_get_response_puts_failed_images_in_data_with_the_error_nested() -> None:
     faults = FaultSettings(timeout_provider_share=1.0)
     with (
         running_simulator(quick_settings(faults=faults)) as sim,
+        httpx.Client(headers=HEADERS) as client,
+    ):
+        task = image_task(deliveryMethod="async", numberResults=2)
+        client.post(sim.api_url, json=[task])
+        wait_until(lambda: sim.task(task["taskUUID"])["status"] == "done")
+        body = poll(client, sim.api_url, task["taskUUID"])
+        assert list(body) == ["data"]
+        assert len(body["data"]) == 2
+        for item in body["data"]:
+            assert (item["status"], item["taskUUID"]) == ("error", task["taskUUID"])
+            assert item["error"]["code"] == "timeoutProvider"
+            assert item["error"]["taskUUID"] == task["taskUUID"]
+            assert item["error"]["message"]
+
+
+def test_get_response_puts_failed_images_in_errors_under_failed_items_errors() -> None:
+    faults = FaultSettings(timeout_provider_share=1.0)
+    shapes = ShapeSettings(failed_items="errors")
+    with (
+        running_simulator(quick_settings(faults=faults, shapes=shapes)) as sim,
         httpx.Client(headers=HEADERS) as client,
     ):
         task = image_task(deliveryMethod="async", numberResults=2)
@@ -73,18 +115,21 @@ def test_get_response_puts_failed_images_in_errors() -> None:
             assert error["message"]
 
 
-def test_get_response_mixes_successes_and_failures() -> None:
+@pytest.mark.parametrize("failed_items", ["data", "errors"])
+def test_get_response_mixes_successes_and_failures(failed_items: str) -> None:
     faults = FaultSettings(timeout_provider_share=0.5)
-    settings = quick_settings(faults=faults, random_seed=3)
+    shapes = ShapeSettings(failed_items=failed_items)
+    settings = quick_settings(faults=faults, shapes=shapes, random_seed=3)
     with running_simulator(settings) as sim, httpx.Client(headers=HEADERS) as client:
         task = image_task(deliveryMethod="async", numberResults=20)
         client.post(sim.api_url, json=[task])
         wait_until(lambda: sim.task(task["taskUUID"])["status"] == "done")
         body = poll(client, sim.api_url, task["taskUUID"])
-        assert len(body["data"]) + len(body["errors"]) == 20
-        assert body["data"]
-        assert body["errors"]
-        assert sim.stats()["charged_usd"] == round(0.03 * len(body["data"]), 6)
+        items = body["data"] + body.get("errors", [])
+        succeeded = [item for item in items if item["status"] == "success"]
+        assert len(items) == 20
+        assert 0 < len(succeeded) < 20
+        assert sim.stats()["charged_usd"] == round(0.03 * len(succeeded), 6)
 
 
 def test_get_task_details_returns_request_and_response(client: httpx.Client, sim: Any) -> None:

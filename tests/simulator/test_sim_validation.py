@@ -211,7 +211,9 @@ def test_valid_values_are_accepted(
     task = image_task(**{"deliveryMethod": "async", **overrides})
     response = submit(client, sim, [task])
     assert response.status_code == 200, response.text
-    assert response.json() == {"data": []}
+    assert response.json() == {
+        "data": [{"taskType": "imageInference", "taskUUID": task["taskUUID"]}]
+    }
 
 
 @pytest.mark.parametrize(
