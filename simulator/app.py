@@ -96,6 +96,12 @@ async def task_state(request: Request) -> Response:
     return JSONResponse(task.state())
 
 
+async def disconnect(request: Request) -> Response:
+    """Every WebSocket closed at once, as by a network drop; sessions stay resumable."""
+    dropped = await _simulator(request).sessions.drop_connections()
+    return JSONResponse({"dropped": dropped})
+
+
 async def reset(request: Request) -> Response:
     _simulator(request).registry.reset()
     return JSONResponse({"reset": True})
@@ -159,6 +165,7 @@ def create_app(settings: SimulatorSettings | None = None) -> Starlette:
             Route("/_sim/stats", stats, methods=["GET"]),
             Route("/_sim/tasks/{task_uuid}", task_state, methods=["GET"]),
             Route("/_sim/reset", reset, methods=["POST"]),
+            Route("/_sim/disconnect", disconnect, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},

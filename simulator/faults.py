@@ -77,8 +77,11 @@ class FaultController(Adjustable[FaultSettings]):
             return self.rng.lognormvariate(faults.latency_mu, faults.latency_sigma)
         return faults.latency_s
 
-    def image_fault(self) -> ImageFault | None:
+    def image_fault(self, index: int) -> ImageFault | None:
+        """The fault of the task's image number `index` (0-based), if it fails."""
         faults = self.current
+        if index < faults.safety_block_first:
+            return self._moderation(faults)
         draw = self.rng.random()
         if draw < faults.timeout_provider_share:
             return ImageFault(
@@ -88,12 +91,16 @@ class FaultController(Adjustable[FaultSettings]):
             )
         draw -= faults.timeout_provider_share
         if draw < faults.safety_block_share:
-            return ImageFault(
-                faults.safety_block_code,
-                "The generated image was blocked by content moderation.",
-                nsfw=True,
-            )
+            return self._moderation(faults)
         return None
+
+    @staticmethod
+    def _moderation(faults: FaultSettings) -> ImageFault:
+        return ImageFault(
+            faults.safety_block_code,
+            "The generated image was blocked by content moderation.",
+            nsfw=True,
+        )
 
     def nsfw_flag(self) -> bool:
         return self.rng.random() < self.current.nsfw_flag_share

@@ -4,6 +4,7 @@ frames it missed meanwhile, replayed once it is back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections import deque
@@ -13,6 +14,8 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from simulator.stats import Stats
+
+SERVICE_RESTART = 1012
 
 
 class Connection:
@@ -37,6 +40,14 @@ class Connection:
 
     async def send_frame(self, frame: Any) -> bool:
         return await self.send(orjson.dumps(frame))
+
+    async def drop(self) -> None:
+        """Close the socket as a server restart would (1012); the client may resume."""
+        async with self._lock:
+            if self.open:
+                self.open = False
+                with contextlib.suppress(RuntimeError, OSError):
+                    await self.websocket.close(SERVICE_RESTART, "dropped by /_sim/disconnect")
 
 
 class Session:
@@ -74,6 +85,7 @@ class SessionStore:
         self._retention_s = retention_s
         self._stats = stats
         self._sessions: dict[str, Session] = {}
+        self.connections: set[Connection] = set()
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -95,6 +107,13 @@ class SessionStore:
         if session.connection is connection:
             session.connection = None
             session.detached_at = time.monotonic()
+
+    async def drop_connections(self) -> int:
+        """Close every open socket, keeping their sessions; returns how many there were."""
+        dropped = list(self.connections)
+        for connection in dropped:
+            await connection.drop()
+        return len(dropped)
 
     def sweep(self) -> None:
         horizon = time.monotonic() - self._retention_s

@@ -18,6 +18,7 @@ WEBHOOK_BODIES = ("flat", "wrapped")
 FAILED_ITEMS = ("data", "errors")
 SYNC_WEBHOOKS = ("hold", "ack")
 COST_REPORTING = ("requested", "always")
+WS_SYNC_FRAMES = ("task", "each")
 
 
 def _setting(default: Any, help_text: str) -> Any:
@@ -108,6 +109,9 @@ class FaultSettings(_Tunable):
     timeout_provider_share: float = _setting(0.0, "share of images failing with timeoutProvider")
     safety_block_share: float = _setting(0.0, "share of images blocked by moderation")
     safety_block_code: str = _setting("contentPolicyViolation", "error code of a moderation block")
+    safety_block_first: int = _setting(
+        0, "the first N images of every task are blocked by moderation (deterministic)"
+    )
     nsfw_flag_share: float = _setting(0.0, "share of images delivered with NSFWContent true")
     webhook_drop_share: float = _setting(
         0.0, "share of webhooks never delivered, as if every retry failed"
@@ -128,6 +132,8 @@ class FaultSettings(_Tunable):
                 raise ValueError(f"{spec.name} must not be negative, got {value}")
         if self.latency_min_s > self.latency_max_s and self.latency_dist == "uniform":
             raise ValueError("latency_min_s must not exceed latency_max_s")
+        if self.safety_block_first < 0:
+            raise ValueError("safety_block_first must not be negative")
 
 
 @dataclass(frozen=True)
@@ -165,8 +171,14 @@ class ShapeSettings(_Tunable):
         False,
         "POST per-image errors to the webhook (UNDOCUMENTED; off: the client must poll)",
     )
+    ws_sync_frames: str = _setting(
+        "task",
+        "a sync task on a WebSocket: task = one answer when it is done, like REST's, so a"
+        " partial failure still shows its successes | each = a frame per image as it finishes",
+    )
 
     def __post_init__(self) -> None:
+        _check_choice("ws_sync_frames", self.ws_sync_frames, WS_SYNC_FRAMES)
         _check_choice("failed_items", self.failed_items, FAILED_ITEMS)
         _check_choice("ack_body", self.ack_body, ACK_BODIES)
         _check_choice("sync_webhook", self.sync_webhook, SYNC_WEBHOOKS)

@@ -192,8 +192,8 @@ class TaskRegistry:
         self.tasks[request.task_uuid] = task
         self.seen.add(request.task_uuid)
         self.stats.tasks_accepted += 1
-        for generation in task.generations:
-            self.spawn(self._generate(task, generation))
+        for index, generation in enumerate(task.generations):
+            self.spawn(self._generate(task, generation, index))
         return task
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
@@ -202,12 +202,12 @@ class TaskRegistry:
         self._background.add(background)
         background.add_done_callback(self._background.discard)
 
-    async def _generate(self, task: Task, generation: Generation) -> None:
+    async def _generate(self, task: Task, generation: Generation, index: int) -> None:
         request = task.request
         generation.latency_s = self.faults.latency_s()
         if generation.latency_s > 0:
             await asyncio.sleep(generation.latency_s)
-        fault = self.faults.image_fault()
+        fault = self.faults.image_fault(index)
         if fault is not None:
             error = api_error(
                 fault.code, fault.message, task_type=TASK_TYPE, task_uuid=request.task_uuid

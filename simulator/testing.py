@@ -70,6 +70,11 @@ class SimulatorHandle:
         result: dict[str, Any] = self._control("GET", f"/_sim/tasks/{task_uuid}")
         return result
 
+    def disconnect(self) -> int:
+        """Close every WebSocket as a network drop would; returns how many were open."""
+        result: dict[str, int] = self._control("POST", "/_sim/disconnect")
+        return result["dropped"]
+
     def reset(self) -> None:
         """Forget every task and zero the counters; faults stay as they are."""
         self._control("POST", "/_sim/reset")

@@ -4,8 +4,8 @@ resume with the session key that replays what the client missed. Every task goes
 same Simulator as a REST request.
 
 A frame never mixes `data` and `errors`: runware-sdk drops the `data` of a frame that carries
-errors (transport/websocket.py, `_dispatch`). A sync task's images arrive one frame each, as
-they finish, the way its `on_result` callback and the older SDK's `onPartialImages` expect.
+errors (transport/websocket.py, `_dispatch`). A sync task is answered once it is done, as
+over REST (ws_sync_frames=task), or with a frame per image as each finishes (=each).
 """
 
 from __future__ import annotations
@@ -31,10 +31,13 @@ async def serve_websocket(websocket: WebSocket) -> None:
     simulator: Simulator = websocket.app.state.simulator
     await websocket.accept()
     simulator.stats.ws_connections += 1
-    conversation = _Conversation(simulator, Connection(websocket), _http_base(websocket))
+    connection = Connection(websocket)
+    simulator.sessions.connections.add(connection)
+    conversation = _Conversation(simulator, connection, _http_base(websocket))
     try:
         await conversation.run()
     finally:
+        simulator.sessions.connections.discard(connection)
         conversation.close()
 
 
@@ -147,12 +150,29 @@ class _Conversation:
             simulator.count_rejected(rejected)
             await session.send({"errors": rejected.errors})
             return
-        if answer.data or not answer.errors:
+        # an empty `data` only where REST would answer {"data": []} (an empty acknowledgement)
+        if answer.data or not (answer.errors or answer.waiting):
             await session.send({"data": answer.data})
         if answer.errors:
             await session.send({"errors": answer.errors})
+        each = simulator.shapes.current.ws_sync_frames == "each"
         for task in answer.waiting:
-            simulator.registry.spawn(self.stream(session, task))
+            answering = self.stream if each else self.answer_sync
+            simulator.registry.spawn(answering(session, task))
+
+    async def answer_sync(self, session: Session, task: Task) -> None:
+        """A sync task's results when it is done, as REST would answer them, or a timeout
+        error if the wait runs out first (the task keeps running, as over REST)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(task.done.wait(), self.simulator.settings.ws_sync_timeout_s)
+        if task.remaining:
+            await session.send({"errors": [timed_out(task)]})
+            return
+        items, failures = task.results(self.simulator.shapes.current)
+        if items:
+            await session.send({"data": items})
+        if failures:
+            await session.send({"errors": failures})
 
     async def stream(self, session: Session, task: Task) -> None:
         """Each image of a sync task as its own frame as it finishes, then a timeout error if
