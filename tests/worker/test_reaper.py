@@ -112,7 +112,9 @@ def submit_to_simulator(context: WorkerContext, sim: SimulatorHandle, job: Job) 
     claimed = context.store.claim(job.id, 0)
     assert claimed is not None
     url = webhook_url(context.settings.public_base_url, job.task_uuid, b"reaper-secret")
-    assert context.runware.submit(inference_task(job.task_uuid, claimed.request, url)) == []
+    ack = context.runware.submit(inference_task(job.task_uuid, claimed.request, url))
+    # the acknowledgement names the task (the simulator's default) or nothing (--ack-body empty)
+    assert ack in ([], [{"taskType": "imageInference", "taskUUID": job.task_uuid}])
     assert context.store.mark_submitted(job.id, {"attempt": 1})
     deadline = time.monotonic() + 10
     while sim.task(job.task_uuid)["status"] != "done":  # wait for generation, not for time
