@@ -110,8 +110,9 @@ def test_worker_killed_in_each_window_and_while_submitting(
         )
     assert hits(ledger) == windows
     resubmitted = result.evidence["resubmitted"]
-    # every death left at least its own batch in `submitting`, for the reaper to resubmit
-    assert resubmitted >= len(windows)
+    # a death after the claim leaves its batch in `submitting`, unPOSTed, for the reaper to
+    # resubmit; one after the POST may not: Runware has the task and its webhook settles it
+    assert resubmitted >= windows.count("after_claim")
     _assert_held(
         result, report, resubmitted, f"resubmitted ({len(windows)} crashes, {kills} kills)"
     )
