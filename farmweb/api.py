@@ -20,7 +20,6 @@ from farmdomain.errors import (
     IdempotencyConflict,
     JobNotFound,
     RequestInvalid,
-    StoreUnavailable,
     Unauthenticated,
 )
 from farmdomain.request_schema import GenerationRequest, parse_request
@@ -204,7 +203,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestInvalid, _invalid_request)
     app.add_exception_handler(IdempotencyConflict, _idempotency_conflict)
     app.add_exception_handler(JobNotFound, _job_not_found)
-    app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(Unauthenticated, _unauthenticated)
     app.add_exception_handler(Forbidden, _forbidden)
     app.add_exception_handler(HTTPException, _http_error)
@@ -265,14 +263,6 @@ async def _idempotency_conflict(_request: Request, exc: Exception) -> JSONRespon
     assert isinstance(exc, IdempotencyConflict)
     issue = FieldIssue("idempotencyKey", "same_request", str(exc))
     return _refusal(status.HTTP_409_CONFLICT, [issue])
-
-
-async def _store_unavailable(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StoreUnavailable)
-    response = _refusal(status.HTTP_503_SERVICE_UNAVAILABLE, [FieldIssue("store", "up", str(exc))])
-    # nothing changed: the caller retries, with the same idempotency key when submitting
-    response.headers["Retry-After"] = "5"
-    return response
 
 
 async def _job_not_found(_request: Request, exc: Exception) -> JSONResponse:

@@ -21,7 +21,7 @@ from farmdomain import metrics
 from farmdomain.heap import freeze_startup_heap
 from farmdomain.logs import configure_logging
 from farmdomain.settings import Settings
-from farmweb import gauges, images, spend, webhook
+from farmweb import gauges, images, outage, spend, webhook
 from farmweb.api import build_router, install_error_handlers
 from farmweb.auth import ApiAuth, TenantClients, auth_mode, install_auth
 from farmweb.context import WebContext
@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(build_router())
     app.include_router(spend.build_router())
     install_error_handlers(app)
+    outage.install(app)
     app.add_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     app.add_route(images.ROUTE, images.serve_image, methods=["GET"], include_in_schema=False)
     app.state.metrics = metrics.exposition_registry(
@@ -131,9 +132,10 @@ async def healthz(request: Request) -> JSONResponse:
 
     try:
         await run_in_threadpool(ping)
-    except Exception as exc:  # any failure to reach the store means "not healthy"
-        return JSONResponse({"status": "unhealthy", "store": type(exc).__name__}, 503)
-    return JSONResponse({"status": "ok"})
+    except outage.STORE_DOWN as exc:
+        down = {"store": str(outage.unavailable(exc))}
+        return JSONResponse({"status": "unhealthy", "down": down}, 503, outage.RETRY_AFTER)
+    return JSONResponse({"status": "ok", "down": {}})
 
 
 async def serve_metrics(request: Request) -> Response:

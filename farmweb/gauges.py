@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from kombu import Connection
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -21,6 +22,8 @@ from farmdomain.metrics import PREFIX, STATE_CACHE_S, FarmMetrics
 from farmdomain.settings import Settings
 from jobstore.schema import jobs
 
+log = structlog.get_logger(__name__)
+
 
 @dataclass(frozen=True)
 class FarmState:
@@ -29,6 +32,16 @@ class FarmState:
     jobs_in_state: dict[str, int]
     oldest_queued_age_s: float
     queue_depth: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the gauges show: the last good state (None before the first), its age, and
+    whether the latest try failed."""
+
+    state: FarmState | None
+    age_s: float
+    stale: bool
 
 
 def read_farm_state(engine: Engine, broker_depth: Callable[[], dict[str, int]]) -> FarmState:
@@ -63,7 +76,12 @@ def broker_queue_depth(settings: Settings) -> Callable[[], dict[str, int]]:
 
 
 class FarmStateCollector(Collector):
-    """Scrape-time gauges from the store and broker, cached so many scrapers cost one read."""
+    """Scrape-time gauges from the store and broker, cached so many scrapers cost one read.
+
+    A reading that fails (the store or the broker away) leaves the last good one in place,
+    marked stale with its age, and is tried again a cache period later: a scrape during an
+    outage still shows every counter of the process.
+    """
 
     def __init__(
         self,
@@ -77,34 +95,41 @@ class FarmStateCollector(Collector):
         self._ttl_s = ttl_s
         self._clock = clock
         self._lock = threading.Lock()
-        self._cached: tuple[float, FarmState] | None = None
+        self._tried_at: float | None = None
+        self._failed = False
+        self._good: tuple[float, FarmState] | None = None
 
-    def state(self) -> FarmState:
+    def reading(self) -> Reading:
         with self._lock:
             now = self._clock()
-            if self._cached is None or now - self._cached[0] >= self._ttl_s:
-                self._cached = (now, self._read())
-            return self._cached[1]
+            if self._tried_at is None or now - self._tried_at >= self._ttl_s:
+                self._tried_at = now
+                try:
+                    self._good = (now, self._read())
+                    self._failed = False
+                # whatever stops the reading must not take the process's counters with it
+                except Exception as exc:
+                    log.warning("metrics.farm_state_unreadable", error=type(exc).__name__)
+                    self._failed = True
+            if self._good is None:
+                return Reading(None, 0.0, self._failed)
+            return Reading(self._good[1], now - self._good[0], self._failed)
 
     def collect(self) -> Iterator[Metric]:
-        state = self.state()
-        in_state = GaugeMetricFamily(
-            f"{PREFIX}_jobs_in_state", "Jobs in each state now.", labels=["state"]
-        )
-        for name, count in state.jobs_in_state.items():
-            in_state.add_metric([name], count)
-        yield in_state
+        reading = self.reading()
         yield GaugeMetricFamily(
-            f"{PREFIX}_oldest_queued_job_age_seconds",
-            "Age of the oldest job still queued; 0 when none is.",
-            value=state.oldest_queued_age_s,
+            f"{PREFIX}_farm_state_stale",
+            "1 when the last reading of the store and broker failed: the farm-state gauges"
+            " show an older reading, or none.",
+            value=int(reading.stale),
         )
-        depth = GaugeMetricFamily(
-            f"{PREFIX}_broker_queue_depth", "Messages ready on the broker.", labels=["queue"]
-        )
-        for queue, count in state.queue_depth.items():
-            depth.add_metric([queue], count)
-        yield depth
+        if reading.state is not None:
+            yield GaugeMetricFamily(
+                f"{PREFIX}_farm_state_age_seconds",
+                "Age of the reading the farm-state gauges show.",
+                value=reading.age_s,
+            )
+            yield from _state_gauges(reading.state)
         yield GaugeMetricFamily(
             f"{PREFIX}_spend_alert_usd_per_hour",
             "The hourly spend above which the spend alert fires (a setting).",
@@ -119,6 +144,26 @@ class FarmStateCollector(Collector):
     def describe(self) -> Iterator[Metric]:
         # registering must not query the store
         return iter(())
+
+
+def _state_gauges(state: FarmState) -> Iterator[Metric]:
+    in_state = GaugeMetricFamily(
+        f"{PREFIX}_jobs_in_state", "Jobs in each state now.", labels=["state"]
+    )
+    for name, count in state.jobs_in_state.items():
+        in_state.add_metric([name], count)
+    yield in_state
+    yield GaugeMetricFamily(
+        f"{PREFIX}_oldest_queued_job_age_seconds",
+        "Age of the oldest job still queued; 0 when none is.",
+        value=state.oldest_queued_age_s,
+    )
+    depth = GaugeMetricFamily(
+        f"{PREFIX}_broker_queue_depth", "Messages ready on the broker.", labels=["queue"]
+    )
+    for queue, count in state.queue_depth.items():
+        depth.add_metric([queue], count)
+    yield depth
 
 
 def exported_metric_names() -> set[str]:

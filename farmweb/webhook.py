@@ -20,8 +20,9 @@ import structlog
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from farmdomain import metrics
-from farmdomain.errors import StoreUnavailable, WebhookRejected
+from farmdomain.errors import WebhookRejected
 from farmdomain.values import BodyRecorded, ResultOutcome
+from farmweb import outage
 from farmweb.context import WebContext
 from runware_edge.bodies import parse_body
 from runware_edge.tokens import verify
@@ -113,12 +114,13 @@ class WebhookReceiver:
             metrics.metrics().requests_rejected.labels("webhook", exc.outcome).inc()
             _handled([exc.outcome], started)
             return exc.status_code, {"error": {"outcome": exc.outcome, "message": str(exc)}}, []
-        except StoreUnavailable as exc:
+        except outage.STORE_DOWN as exc:
             # nothing was recorded: Runware delivers again, and recording is idempotent
-            log.warning("webhook.store_unavailable", reason=str(exc))
+            reason = str(outage.unavailable(exc))
+            log.warning("webhook.store_unavailable", reason=reason)
             _handled([STORE_UNAVAILABLE], started)
-            body = {"error": {"outcome": STORE_UNAVAILABLE, "message": str(exc)}}
-            return 503, body, [(b"retry-after", b"5")]
+            body = {"error": {"outcome": STORE_UNAVAILABLE, "message": reason}}
+            return 503, body, [(b"retry-after", str(outage.RETRY_AFTER_S).encode())]
         outcomes = [str(o) for o in recorded.outcomes]
         _handled(outcomes, started)
         duration_ms = round((time.perf_counter() - started) * 1000, 2)
