@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from farmdomain.settings import Settings
 from farmweb.recorder import WebhookRecorder
 from imagestore import ResultsStore, open_results_store
-from jobstore.store import JobStore
+from jobstore.protocol import Store
 
 
 @dataclass
 class WebContext:
     settings: Settings
-    store: JobStore
+    store: Store
     webhook_recorder: WebhookRecorder = field(init=False)
     webhook_secrets: list[bytes] = field(init=False)
     # signs the images' durable URLs (presigned, or served by farmweb.images)

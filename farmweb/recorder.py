@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from farmdomain.values import BodyRecorded, ParsedBody
 from jobstore.bodies import record_many
-from jobstore.store import JobStore
+from jobstore.protocol import Store
 
 _Waiting = tuple[ParsedBody, "asyncio.Future[BodyRecorded]"]
 
@@ -29,7 +29,7 @@ class WebhookRecorder:
     """Records parsed webhook bodies in batches of up to `max_batch`, on `writers`
     threads at most."""
 
-    def __init__(self, store: JobStore, max_batch: int = 100, writers: int = 2) -> None:
+    def __init__(self, store: Store, max_batch: int = 100, writers: int = 2) -> None:
         self._store = store
         self._max_batch = max_batch
         self.writers = writers

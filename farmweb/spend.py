@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from farmweb.auth import Caller, caller
 from farmweb.responses import GUARDED_RESPONSES, refusal
+from jobstore.protocol import Store
 from jobstore.spend import DEFAULT_DAYS, MAX_DAYS, SpendReport, spend_report
-from jobstore.store import JobStore
 
 
 def build_router() -> APIRouter:
@@ -30,7 +30,7 @@ def build_router() -> APIRouter:
         who: Annotated[Caller, Depends(caller)],
         days: Annotated[int, Query(ge=1, le=MAX_DAYS)] = DEFAULT_DAYS,
     ) -> SpendReport:
-        store: JobStore = request.app.state.client.store
+        store: Store = request.app.state.client.store
         return spend_report(store.engine, days, tenant=who.tenant)
 
     return router

@@ -5,17 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from farmdomain.values import BodyRecorded, Failure, ParsedBody, ResultError, ResultOutcome
+from jobstore.protocol import Store
 from jobstore.results import Recorded
-from jobstore.store import JobStore
 
 
-def record(store: JobStore, parsed: ParsedBody, source: str) -> BodyRecorded:
+def record(store: Store, parsed: ParsedBody, source: str) -> BodyRecorded:
     """Apply a parsed body to the store: results once each, error items fail their job."""
     [recorded] = record_many(store, [parsed], source)
     return recorded
 
 
-def record_many(store: JobStore, bodies: Sequence[ParsedBody], source: str) -> list[BodyRecorded]:
+def record_many(store: Store, bodies: Sequence[ParsedBody], source: str) -> list[BodyRecorded]:
     """`record` for several bodies: all their results in one store call, then their error
     items; what each body did."""
     incoming = [result for body in bodies for result in body.results]
@@ -29,7 +29,7 @@ def record_many(store: JobStore, bodies: Sequence[ParsedBody], source: str) -> l
     return found
 
 
-def _record_error(store: JobStore, error: ResultError) -> Recorded:
+def _record_error(store: Store, error: ResultError) -> Recorded:
     job_id = store.job_id_for_task(error.task_uuid)
     if job_id is None:
         return Recorded(ResultOutcome.UNKNOWN_TASK)

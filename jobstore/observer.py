@@ -16,7 +16,7 @@ from farmdomain import metrics
 from farmdomain.jobs import Job, JobState
 from farmdomain.request_schema import MODEL_ID
 from farmdomain.values import ResultOutcome, StoreObserver, Transition
-from jobstore.store import JobStore
+from jobstore.protocol import Store
 
 log = structlog.get_logger("fluxfarm.jobs")
 
@@ -93,7 +93,7 @@ class MetricsObserver(StoreObserver):
             self.m.spend.labels(MODEL_ID).inc(float(cost_usd))
 
 
-def instrument(store: JobStore) -> JobStore:
+def instrument(store: Store) -> Store:
     """Register the metrics observer on a store, once."""
     if not any(isinstance(o, MetricsObserver) for o in store.observers):
         store.observers.append(MetricsObserver())

@@ -1,10 +1,8 @@
-"""The store's tables and how to connect to them (PostgreSQL or SQLite, one code path)."""
+"""The store's tables, one definition for PostgreSQL and SQLite."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -13,7 +11,6 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
-    Engine,
     ForeignKey,
     Index,
     Integer,
@@ -23,11 +20,8 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
-    create_engine,
-    event,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.exc import DisconnectionError
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -125,76 +119,3 @@ api_tokens = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime),
 )
-
-
-def normalize_database_url(url: str) -> str:
-    """Pin PostgreSQL URLs to psycopg 3, the one driver we ship."""
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url.removeprefix(prefix)
-    return url
-
-
-# connections a process keeps open to PostgreSQL unless its settings say otherwise
-DEFAULT_POOL_SIZE = 10
-
-
-def make_engine(url: str, pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
-    """An engine with the connection behaviour each backend needs under concurrency.
-
-    On PostgreSQL `pool_size` connections stay open. A burst beyond them opens up to as
-    many more, each closed again when it is returned: a new backend per checkout costs
-    PostgreSQL far more CPU than the statement it runs, so callers keep their own
-    concurrency within `pool_size`.
-    """
-    url = normalize_database_url(url)
-    if not url.startswith("sqlite"):
-        engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
-        event.listen(engine.pool, "checkin", _note_checkin)
-        event.listen(engine.pool, "checkout", _make_ping_if_idle(engine.dialect))
-        return engine
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-    event.listen(engine, "connect", _configure_sqlite)
-    event.listen(engine, "begin", _begin_immediate)
-    return engine
-
-
-# A connection back in use within this long was alive a moment ago: pinging it (what
-# pool_pre_ping does on every checkout) would cost a round trip per transaction, 4 per job.
-# One that sat idle longer, e.g. across a database restart, is pinged before use.
-PING_AFTER_IDLE_S = 1.0
-
-
-def _note_checkin(_dbapi_connection: Any, record: Any) -> None:
-    record.info["checked_in_at"] = time.monotonic()
-
-
-def _make_ping_if_idle(dialect: Dialect) -> Any:
-    def ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-        idle_s = time.monotonic() - record.info.get("checked_in_at", float("-inf"))
-        if idle_s <= PING_AFTER_IDLE_S:
-            return
-        try:
-            dialect.do_ping(dbapi_connection)
-        except dialect.loaded_dbapi.Error as exc:
-            # the pool drops this connection and checks out (or opens) another
-            raise DisconnectionError("pooled connection failed its ping") from exc
-
-    return ping_if_idle
-
-
-def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
-    # Let SQLAlchemy's "begin" hook issue BEGIN itself instead of pysqlite's deferred one.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
-def _begin_immediate(connection: Any) -> None:
-    # Several processes write one file: taking the write lock up front makes them queue on
-    # busy_timeout instead of failing a deferred transaction's lock upgrade.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")

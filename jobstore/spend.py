@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -17,6 +16,7 @@ from sqlalchemy import Engine, func, select
 
 from farmdomain.request_schema import MODEL_ID
 from farmdomain.values import from_micros
+from jobstore import dialects
 from jobstore.schema import jobs, results
 
 DEFAULT_DAYS = 30
@@ -42,13 +42,6 @@ class SpendReport(BaseModel):
     total_usd: Decimal = Field(description="Sum over the period.")
 
 
-def _day(engine: Engine) -> Any:
-    if engine.dialect.name == "postgresql":
-        return func.to_char(func.timezone("UTC", results.c.received_at), "YYYY-MM-DD")
-    # SQLite keeps the UTC timestamp as ISO text
-    return func.substr(results.c.received_at, 1, 10)
-
-
 def spend_report(
     engine: Engine,
     days: int = DEFAULT_DAYS,
@@ -59,7 +52,7 @@ def spend_report(
     """Spend of the last `days` UTC days, today included, oldest first; one tenant or all."""
     today = (now or datetime.now(UTC)).replace(hour=0, minute=0, second=0, microsecond=0)
     since = today - timedelta(days=days - 1)
-    day = _day(engine).label("day")
+    day = dialects.of(engine).utc_day(results.c.received_at).label("day")
     query = (
         select(day, func.coalesce(func.sum(results.c.cost_micros), 0), func.count())
         .where(results.c.received_at >= since)

@@ -1,12 +1,11 @@
-"""The store's SQL: the hot transitions as statements built once, rows read back into job
-values, and what differs between PostgreSQL and SQLite."""
+"""The store's SQL: the hot transitions as statements built once, and rows read back into
+job values."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -25,9 +24,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from farmdomain.errors import StoreUnavailable
 from farmdomain.jobs import ImageResult, Job, JobEvent, JobState
 from farmdomain.values import from_micros
+from jobstore import dialects
 from jobstore.schema import events, jobs, results
-
-EVENT_FIELDS = ("at", "kind", "from_state", "to_state", "detail")
 
 
 def images_of(conn: Connection, job_id: str) -> list[ImageResult]:
@@ -66,62 +64,16 @@ def translated_errors() -> Iterator[None]:
         raise StoreUnavailable(f"the job store cannot be reached ({cause})") from exc
 
 
-def event_params(
-    kind: str,
-    from_state: JobState | None,
-    to_state: JobState | None,
-    detail: dict[str, Any],
-    at: datetime,
-) -> dict[str, Any]:
-    """The parameters of the event a `logged` statement records."""
-    return {
-        "event_at": at,
-        "event_kind": kind,
-        "event_from_state": from_state.value if from_state else None,
-        "event_to_state": to_state.value if to_state else None,
-        "event_detail": detail,
-    }
-
-
-def _event_value(name: str) -> Any:
-    return bindparam(f"event_{name}", type_=events.c[name].type)
-
-
-INSERT_EVENT = insert(events).values(
-    job_id=bindparam("event_job_id", type_=events.c.job_id.type),
-    **{name: _event_value(name) for name in EVENT_FIELDS},
-)
-
-
-@functools.cache
-def _with_event(statement: Any) -> Any:
-    """`statement` and the INSERT of its event as one PostgreSQL statement: the event
-    reads the changed row from a CTE."""
-    changed = statement.cte("changed")
-    values = [_event_value(name).label(name) for name in EVENT_FIELDS]
-    logged = (
-        insert(events)
-        .from_select(["job_id", *EVENT_FIELDS], select(changed.c.id, *values))
-        .cte("logged")
-    )
-    return select(changed).add_cte(logged)
-
-
 def execute_with_events(conn: Connection, statement: Any, params: dict[str, Any]) -> list[Row[Any]]:
     """Run `statement` (a prebuilt INSERT or UPDATE of jobs RETURNING the rows, executed
     with `params`, event_params included) and record the event for every job it touched.
 
     Statements are built once and take bind parameters: building one per call, and its
-    cache key, cost more CPU than its round trip. On PostgreSQL the event INSERT joins the
-    statement, so the transition is atomic on its own and costs one round trip; elsewhere
-    it is a second INSERT, and the caller's transaction holds the two together.
+    cache key, cost more CPU than its round trip. Where the dialect logs in one statement
+    the transition is atomic on its own; elsewhere the caller's transaction holds the two
+    statements together.
     """
-    if conn.dialect.name == "postgresql":
-        return list(conn.execute(_with_event(statement), params).all())
-    rows = list(conn.execute(statement, params).all())
-    if rows:
-        conn.execute(INSERT_EVENT, [{**params, "event_job_id": row.id} for row in rows])
-    return rows
+    return dialects.of(conn).execute_with_events(conn, statement, params)
 
 
 def execute_with_event(conn: Connection, statement: Any, params: dict[str, Any]) -> Row[Any] | None:

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, case, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from farmdomain.errors import IdempotencyConflict, JobNotFound
+from farmdomain.errors import JobNotFound
 from farmdomain.jobs import (
     IN_FLIGHT_STATES,
     Job,
@@ -22,7 +19,6 @@ from farmdomain.jobs import (
     JobState,
     sources_of,
 )
-from farmdomain.pricing import estimate_usd
 from farmdomain.settings import Settings
 from farmdomain.values import (
     Failure,
@@ -31,18 +27,18 @@ from farmdomain.values import (
     StoreObserver,
     Transition,
     from_micros,
-    request_fingerprint,
-    to_micros,
     utcnow,
 )
+from jobstore import dialects
+from jobstore.creation import NewJob, created_event, job_row, same_request
+from jobstore.engine import DEFAULT_POOL_SIZE, make_engine
+from jobstore.event_log import INSERT_EVENT, event_params, log_event
 from jobstore.results import Recorded, record_results
-from jobstore.schema import DEFAULT_POOL_SIZE, jobs, make_engine
+from jobstore.schema import jobs
 from jobstore.statements import (
     CLAIM,
     CREATE_JOB,
     CREATE_JOBS,
-    INSERT_EVENT,
-    event_params,
     events_of,
     execute_with_event,
     execute_with_events,
@@ -52,52 +48,6 @@ from jobstore.statements import (
     transition_statement,
     translated_errors,
 )
-
-
-@dataclass(frozen=True)
-class NewJob:
-    """A job to create: its Runware parameters and what identifies it."""
-
-    params: dict[str, Any]
-    idempotency_key: str | None = None
-    # the request's identity for idempotency (GenerationRequest.fingerprint); without one,
-    # the parameters are hashed as given
-    fingerprint: str | None = None
-    retry_of: str | None = None
-    # creation -> terminal for this job; without it, the one create_jobs is given
-    deadline_s: float | None = None
-
-
-def _job_row(new: NewJob, tenant: str, deadline_s: float, now: datetime) -> dict[str, Any]:
-    """The row of a queued job, keyed by column, with an id and a taskUUID of its own."""
-    return {
-        "id": str(uuid.uuid4()),
-        "task_uuid": str(uuid.uuid4()),
-        "tenant": tenant,
-        "idempotency_key": new.idempotency_key,
-        "request_hash": new.fingerprint or request_fingerprint(new.params),
-        "state": JobState.QUEUED.value,
-        "request": new.params,
-        "number_results": int(new.params.get("numberResults", 1)),
-        "images_received": 0,
-        "cost_micros": 0,
-        "estimate_micros": to_micros(estimate_usd(new.params)),
-        "attempts": 0,
-        "created_at": now,
-        "updated_at": now,
-        "deadline_at": now + timedelta(seconds=new.deadline_s or deadline_s),
-        "retry_of": new.retry_of,
-    }
-
-
-def _created_event(at: datetime) -> dict[str, Any]:
-    return event_params("created", None, JobState.QUEUED, {}, at)
-
-
-def _same_request(row: dict[str, Any], existing: Row[Any]) -> None:
-    """IdempotencyConflict unless the job `row`'s key already names has `row`'s request."""
-    if existing.request_hash != row["request_hash"]:
-        raise IdempotencyConflict(row["idempotency_key"], existing.id)
 
 
 class JobStore:
@@ -110,9 +60,9 @@ class JobStore:
         observers: Sequence[StoreObserver] = (),
     ) -> None:
         self.engine = engine
-        # a statement that records its own event (rows.execute_with_event) is a whole
-        # transition on PostgreSQL: autocommitted, it needs no BEGIN and COMMIT round trips
-        self._one_statement = engine.dialect.name == "postgresql"
+        # where a statement records its own event (execute_with_event), it is a whole
+        # transition: autocommitted, it needs no BEGIN and COMMIT round trips
+        self._one_statement = dialects.of(engine).logs_in_one_statement
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._clock = clock
         self.observers = list(observers)
@@ -144,8 +94,6 @@ class JobStore:
 
     @classmethod
     def from_url(cls, url: str, pool_size: int = DEFAULT_POOL_SIZE) -> JobStore:
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return cls(make_engine(url, pool_size))
 
     @classmethod
@@ -186,11 +134,11 @@ class JobStore:
         key whose job has another request raises IdempotencyConflict before any is created.
         """
         now = self._clock()
-        rows = [_job_row(new, tenant, deadline_s, now) for new in new_jobs]
+        rows = [job_row(new, tenant, deadline_s, now) for new in new_jobs]
         if len(rows) <= 1:
             # one job is one autocommitted statement on PostgreSQL, its event included
             return [self._create_one(row) for row in rows]
-        event = _created_event(now)
+        event = created_event(now)
         try:
             with self._begin() as conn:
                 created = conn.execute(CREATE_JOBS, rows).all()
@@ -209,7 +157,7 @@ class JobStore:
                     conn,
                     CREATE_JOB,
                     {f"new_{name}": value for name, value in row.items()}
-                    | _created_event(row["created_at"]),
+                    | created_event(row["created_at"]),
                 )
         except IntegrityError:
             key = row["idempotency_key"]
@@ -219,7 +167,7 @@ class JobStore:
         else:
             assert created is not None  # an INSERT either returns its row or raises
             return self._queued(created), True
-        _same_request(row, found[key])
+        same_request(row, found[key])
         return self.get(found[key].id), False
 
     def _create_known(self, rows: list[dict[str, Any]]) -> list[tuple[Job, bool]]:
@@ -229,7 +177,7 @@ class JobStore:
         # every conflict is found before anything is created: a refused batch leaves no job
         for row in rows:
             if row["idempotency_key"] in found:
-                _same_request(row, found[row["idempotency_key"]])
+                same_request(row, found[row["idempotency_key"]])
         return [
             (self.get(found[row["idempotency_key"]].id), False)
             if row["idempotency_key"] in found
@@ -389,7 +337,7 @@ class JobStore:
                 .values(updated_at=now)
             ).rowcount
             if changed:
-                self._event(conn, job_id, kind, state, state, detail, now)
+                log_event(conn, job_id, kind, (state, state), detail, now)
         return bool(changed)
 
     def _transition(
@@ -465,20 +413,3 @@ class JobStore:
             if done.completion is not None:
                 self._notify(done.completion)
         return recorded
-
-    # -- helpers --------------------------------------------------------------------------
-
-    def _event(
-        self,
-        conn: Connection,
-        job_id: str,
-        kind: str,
-        from_state: JobState | None,
-        to_state: JobState | None,
-        detail: dict[str, Any],
-        at: datetime,
-    ) -> None:
-        conn.execute(
-            INSERT_EVENT,
-            {"event_job_id": job_id} | event_params(kind, from_state, to_state, detail, at),
-        )

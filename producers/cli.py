@@ -15,8 +15,8 @@ from farmdomain.logs import configure_logging
 from farmdomain.settings import Settings, get_settings
 from farmdomain.views import JobView
 from jobstore.api_tokens import ApiTokenStore
+from jobstore.engine import make_engine
 from jobstore.migrations import upgrade
-from jobstore.schema import make_engine
 from producers import spend_cli
 from producers.client import FluxfarmClient
 

@@ -15,6 +15,7 @@ from farmdomain.errors import FieldIssue, NotRetryable, RequestInvalid, WaitTime
 from farmdomain.jobs import Job, JobState
 from farmdomain.request_schema import GenerationRequest, parse_request
 from farmdomain.settings import Settings, get_settings
+from jobstore.protocol import Store
 from jobstore.store import JobStore
 from producers.queueing import JobQueue, Submission
 from runware_edge.downloads import SafeDownloader
@@ -101,7 +102,7 @@ class FluxfarmClient:
         settings: Settings | None = None,
         *,
         tenant: str = "default",
-        store: JobStore | None = None,
+        store: Store | None = None,
     ) -> None:
         self.settings = settings or get_settings()
         self.tenant = tenant

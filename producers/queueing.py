@@ -23,7 +23,8 @@ from farmdomain.errors import IdempotencyConflict
 from farmdomain.jobs import Job
 from farmdomain.request_schema import GenerationRequest
 from farmdomain.settings import Settings
-from jobstore.store import JobStore, NewJob
+from jobstore.creation import NewJob
+from jobstore.protocol import Store
 
 logger = structlog.get_logger(__name__)
 
@@ -46,7 +47,7 @@ class Submission:
 class JobQueue:
     """Commits a tenant's jobs and publishes their submit messages."""
 
-    def __init__(self, settings: Settings, store: JobStore, tenant: str) -> None:
+    def __init__(self, settings: Settings, store: Store, tenant: str) -> None:
         self.settings = settings
         self.store = store
         self.tenant = tenant

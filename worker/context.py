@@ -12,7 +12,7 @@ from celery import Celery
 from farmdomain.batching import Batcher
 from farmdomain.jobs import Job
 from farmdomain.settings import Settings
-from jobstore.store import JobStore
+from jobstore.protocol import Store
 from runware_edge.provider import Provider
 
 # a job handed to the batcher: (job_id, the attempt count its message expects)
@@ -45,7 +45,7 @@ class WorkerContext:
 
     settings: Settings
     app: Celery
-    store: JobStore
+    store: Store
     runware: Provider
     hooks: SubmitHooks
     submit: InitVar[Callable[[WorkerContext, list[Claim]], list[None]]]

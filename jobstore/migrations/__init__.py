@@ -11,7 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.exc import SQLAlchemyError
 
 from farmdomain.errors import ConfigurationError
-from jobstore.schema import make_engine, normalize_database_url
+from jobstore.engine import make_engine, normalize_database_url
 
 MIGRATIONS = Path(__file__).parent
 
@@ -25,8 +25,6 @@ def alembic_config(database_url: str) -> Config:
 
 def upgrade(database_url: str) -> None:
     """Bring the database to the newest schema; a no-op when it is already there."""
-    if database_url.startswith("sqlite:///"):
-        Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(database_url), "head")
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from jobstore.schema import make_engine, metadata
+from jobstore.engine import make_engine
+from jobstore.schema import metadata
 
 url = context.config.get_main_option("sqlalchemy.url")
 if url is None:

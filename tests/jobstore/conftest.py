@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from jobstore.engine import make_engine
 from jobstore.migrations import upgrade
-from jobstore.schema import make_engine
 from jobstore.store import JobStore
 from tests.services import fresh_postgres_database
 

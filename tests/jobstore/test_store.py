@@ -16,9 +16,11 @@ from sqlalchemy import event, func, inspect, select
 from farmdomain.errors import IdempotencyConflict, JobNotFound, StoreUnavailable
 from farmdomain.jobs import Job, JobState
 from farmdomain.values import Failure, IncomingResult, ResultOutcome, Transition
+from jobstore.creation import NewJob
+from jobstore.engine import make_engine
 from jobstore.migrations import upgrade
-from jobstore.schema import events, jobs, make_engine, results
-from jobstore.store import JobStore, NewJob
+from jobstore.schema import events, jobs, results
+from jobstore.store import JobStore
 from tests.jobstore.conftest import Clock
 
 PARAMS: dict[str, Any] = {"positivePrompt": "a lighthouse in fog", "width": 256, "height": 256}

@@ -18,8 +18,8 @@ from farmdomain.broker import SUBMIT_QUEUE, SUBMIT_TASK
 from farmdomain.jobs import Job, JobState
 from farmdomain.settings import Settings
 from farmdomain.values import IncomingResult
+from jobstore.engine import make_engine
 from jobstore.migrations import upgrade
-from jobstore.schema import make_engine
 from jobstore.store import JobStore
 from runware_edge.client import inference_task
 from runware_edge.tokens import webhook_url
