@@ -17,6 +17,23 @@ from farmdomain.errors import ConfigurationError
 RUNWARE_API_URL = "https://api.runware.ai/v1"
 
 
+Origin = tuple[str, str, int]
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_of(url: str) -> Origin | None:
+    """(scheme, host, port) of an http(s) `url`, the port made explicit; None otherwise."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    return scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme]
+
+
 class Settings(BaseSettings):
     """Configuration for every process; the embedded default needs none of it set."""
 
@@ -137,7 +154,8 @@ class Settings(BaseSettings):
     )
     download_hosts: str = Field(
         "im.runware.ai",
-        description="Comma-separated hosts result images may come from, besides runware_url's.",
+        description="Comma-separated origins result images may come from, besides"
+        " runware_url's: `host` (https on 443) or `scheme://host:port`.",
     )
     download_max_bytes: int = Field(
         32 * 1024 * 1024, gt=0, description="Largest result image fetched."
@@ -232,11 +250,12 @@ class Settings(BaseSettings):
             return self.results_url
         return f"file://{(self.data_dir / 'results').resolve()}"
 
-    def download_allow_list(self) -> frozenset[str]:
-        """Hosts result images may be fetched from: the configured ones and Runware's own."""
-        configured = {h.strip().lower() for h in self.download_hosts.split(",") if h.strip()}
-        runware_host = urlsplit(self.runware_url).hostname
-        return frozenset(configured | ({runware_host} if runware_host else set()))
+    def download_allow_list(self) -> frozenset[Origin]:
+        """Origins result images may be fetched from: the configured ones (a bare host
+        means https on 443) and runware_url's own."""
+        entries = [h.strip().lower() for h in self.download_hosts.split(",") if h.strip()]
+        urls = [e if "://" in e else f"https://{e}" for e in entries] + [self.runware_url]
+        return frozenset(origin for origin in map(origin_of, urls) if origin is not None)
 
     def webhook_secrets(self) -> list[bytes]:
         """Secrets that verify a token, the signing one first."""

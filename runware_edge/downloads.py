@@ -1,10 +1,13 @@
 """Fetching result images safely: allow-listed hosts, public addresses, capped size, images.
 
-An `imageURL` comes from a webhook body, so it is input like any other. Only hosts on
-FLUXFARM_DOWNLOAD_HOSTS (Runware's image host by default) and runware_url's own host are
-fetched. A host name must resolve to public addresses only; a private or loopback address
-(the simulator's 127.0.0.1) is reached only when that literal address, or `localhost`, is
-the allow-listed host. Redirects are followed by hand, each hop checked the same way.
+An `imageURL` comes from a webhook body, so it is input like any other. Only the origins
+(scheme, host and port) on FLUXFARM_DOWNLOAD_HOSTS (Runware's image host over https by
+default) and runware_url's own are fetched: an allowed host on another port may be any
+service of that machine. A host name must resolve to public addresses only; a private or
+loopback address (the simulator's 127.0.0.1) is reached only when that literal address,
+or `localhost`, is the allow-listed host. Redirects are followed by hand, each hop checked
+the same way. Every refusal, a failed connection or a peer that does not speak HTTP
+included, is DownloadRefused with its reason.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import httpx
 
 from farmdomain.errors import DownloadRefused
 from farmdomain.jobs import Job
-from farmdomain.settings import Settings
+from farmdomain.settings import Settings, origin_of
 
 MAX_REDIRECTS = 3
 # the image types Runware produces, with the bytes each file starts with
@@ -85,11 +88,14 @@ class SafeDownloader:
         """The image at `url` and its content type; DownloadRefused for anything else."""
         for _ in range(MAX_REDIRECTS + 1):
             self._check(url)
-            with self._http.stream("GET", url) as response:
-                if response.is_redirect:
-                    url = str(response.url.join(response.headers.get("location", "")))
-                    continue
-                return self._image(url, response)
+            try:
+                with self._http.stream("GET", url) as response:
+                    if response.is_redirect:
+                        url = str(response.url.join(response.headers.get("location", "")))
+                        continue
+                    return self._image(url, response)
+            except httpx.HTTPError as exc:
+                raise DownloadRefused(url, "transport", type(exc).__name__) from exc
         raise DownloadRefused(url, "redirects", f"more than {MAX_REDIRECTS} redirects")
 
     def save_job(self, job: Job, directory: Path) -> list[Path]:
@@ -115,12 +121,17 @@ class SafeDownloader:
             raise DownloadRefused(url, "url", "not a URL") from exc
         if parsed.scheme not in ("http", "https"):
             raise DownloadRefused(url, "scheme", "only http and https are fetched")
-        host = parsed.host.lower()
-        if host not in self.allowed:
-            raise DownloadRefused(url, "host", f"host {host!r} is not on the download list")
-        if _literal(host) is not None or host == "localhost":
+        origin = origin_of(url)
+        if origin is None:
+            raise DownloadRefused(url, "url", "no host or port")
+        _scheme, host, port = origin
+        if origin not in self.allowed:
+            if all(allowed[1] != host for allowed in self.allowed):
+                raise DownloadRefused(url, "host", f"host {host!r} is not on the download list")
+            listed = ", ".join(sorted(f"{s}:{p}" for s, h, p in self.allowed if h == host))
+            raise DownloadRefused(url, "port", f"{host} is listed for {listed} only")
+        if _literal(host.strip("[]")) is not None or host == "localhost":
             return  # the operator named this very address
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
         try:
             addresses = self._resolve(host, port)
         except OSError as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +54,16 @@ def test_an_allow_listed_image_is_fetched(tmp_path: Path) -> None:
         ("https://im.runware.ai/a.png", serve(content=PNG * 1000), "too_large"),
         ("https://im.runware.ai/a.png", serve(404), "status"),
         ("https://im.runware.ai/a.png", serve(302, location="/again"), "redirects"),
+        ("https://im.runware.ai:5432/a.png", serve(), "port"),
+        ("http://im.runware.ai/a.png", serve(), "port"),
+        ("http://127.0.0.1:6379/a.png", serve(), "port"),
+        ("https://im.runware.ai/a.png", serve(302, location="http://127.0.0.1:5432/"), "port"),
     ],
     ids=[
         "other-host", "file-scheme", "other-loopback", "redirect-elsewhere",
         "redirect-to-metadata", "html", "wrong-bytes", "too-large", "404", "redirect-loop",
+        "allowed-host-other-port", "allowed-host-other-scheme", "runware-host-other-port",
+        "redirect-to-runware-host-other-port",
     ],
 )  # fmt: skip
 def test_a_refused_download(
@@ -75,3 +83,25 @@ def test_an_allow_listed_name_resolving_to_a_private_address_is_refused(tmp_path
         pytest.raises(DownloadRefused, match=r"non-public 10\.0\.0\.5"),
     ):
         fetch.fetch("https://intranet.example/a.png")
+
+
+def test_a_peer_that_does_not_speak_http_is_a_refusal_not_a_protocol_error(
+    tmp_path: Path,
+) -> None:
+    # a Redis-like service on an allow-listed origin: it answers a line and hangs up
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def answer() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"-ERR unknown command 'GET'\r\n")
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        settings = Settings(data_dir=tmp_path, runware_url=f"http://127.0.0.1:{port}/v1")
+        with SafeDownloader(settings) as fetch, pytest.raises(DownloadRefused) as refused:
+            fetch.fetch(f"http://127.0.0.1:{port}/image/a.png")
+        thread.join()
+    assert refused.value.reason == "transport"
