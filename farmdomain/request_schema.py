@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from farmdomain.errors import FieldIssue, RequestInvalid
+from farmdomain.text import no_control, no_control_but_whitespace
 
 MODEL_ID = "bfl:5@1"
 MAX_REFERENCE_IMAGES = 9
@@ -44,13 +45,6 @@ def _absolute_http_uri(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("must be an absolute http(s) URI")
-    return value
-
-
-def _no_nul(value: str) -> str:
-    # PostgreSQL cannot store NUL in text or JSON, and no prompt needs one
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
     return value
 
 
@@ -76,8 +70,8 @@ def _reference_image(value: str) -> str:
 
 
 Dimension = Annotated[StrictInt, Field(ge=DIMENSION_MIN, le=DIMENSION_MAX, multiple_of=16)]
-HttpUri = Annotated[StrictStr, AfterValidator(_absolute_http_uri)]
-ReferenceImage = Annotated[StrictStr, AfterValidator(_reference_image)]
+HttpUri = Annotated[StrictStr, AfterValidator(no_control), AfterValidator(_absolute_http_uri)]
+ReferenceImage = Annotated[StrictStr, AfterValidator(no_control), AfterValidator(_reference_image)]
 
 
 class _RunwareShape(BaseModel):
@@ -110,7 +104,7 @@ class GenerationRequest(_RunwareShape):
     """One FLUX.2 [pro] imageInference as a caller asks for it."""
 
     positive_prompt: Annotated[
-        StrictStr, Field(min_length=1, max_length=32_000), AfterValidator(_no_nul)
+        StrictStr, Field(min_length=1, max_length=32_000), AfterValidator(no_control_but_whitespace)
     ]
     width: Dimension | None = None
     height: Dimension | None = None

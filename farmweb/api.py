@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -23,6 +23,7 @@ from farmdomain.errors import (
     Unauthenticated,
 )
 from farmdomain.request_schema import GenerationRequest, parse_request
+from farmdomain.text import no_control
 from farmdomain.views import BatchView, ErrorBody, JobView
 from farmweb.auth import Caller, caller, client_for, writer
 from farmweb.responses import GUARDED_RESPONSES
@@ -50,6 +51,7 @@ _ENVELOPE_RULES = {
     "finite_number": "number",
     "greater_than": "exclusive_minimum",
     "less_than_equal": "maximum",
+    "value_error": "characters",
 }
 
 
@@ -59,9 +61,12 @@ class SubmitBody(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, extra="forbid", frozen=True)
 
     request: GenerationRequest = Field(description="FLUX.2 [pro] imageInference parameters.")
-    idempotency_key: Annotated[str, Field(min_length=1, max_length=IDEMPOTENCY_KEY_MAX)] | None = (
-        Field(None, description="The same key always names the same job, queued once.")
-    )
+    idempotency_key: (
+        Annotated[
+            str, Field(min_length=1, max_length=IDEMPOTENCY_KEY_MAX), AfterValidator(no_control)
+        ]
+        | None
+    ) = Field(None, description="The same key always names the same job, queued once.")
     deadline_seconds: Annotated[float, Field(gt=0, le=DEADLINE_MAX_S)] | None = Field(
         None, description="Time from creation to a terminal state; default from settings."
     )
@@ -78,7 +83,12 @@ class SubmitBatchBody(BaseModel):
         " e.g. `requests[3].width`."
     )
     idempotency_key: (
-        Annotated[str, Field(min_length=1, max_length=BATCH_IDEMPOTENCY_KEY_MAX)] | None
+        Annotated[
+            str,
+            Field(min_length=1, max_length=BATCH_IDEMPOTENCY_KEY_MAX),
+            AfterValidator(no_control),
+        ]
+        | None
     ) = Field(
         None,
         description="Request i of the batch is known by `{key}/{i}`, as if submitted alone"

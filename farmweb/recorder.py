@@ -8,7 +8,8 @@ per image fall as the batches grow. The wait costs no thread: only the writers h
 each with a pooled connection. The writers' threads are their own, so webhooks never queue
 behind the job API's calls for the shared thread pool.
 
-Every receiver gets its own body's outcomes or the error that ended its batch; a receiver
+Every receiver gets its own body's outcomes or the error that ended its batch: a store
+outage ends the whole batch, any other error only the body that caused it; a receiver
 whose client left still has its body written, since Runware will send it again anyway and
 recording is idempotent.
 """
@@ -19,6 +20,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 from farmdomain.values import BodyRecorded, ParsedBody
+from farmweb import outage
 from jobstore.bodies import record_many
 from jobstore.protocol import Store
 
@@ -68,6 +70,12 @@ class WebhookRecorder:
                 self._threads, record_many, self._store, bodies, "webhook"
             )
         except Exception as exc:
+            if len(batch) > 1 and not isinstance(exc, outage.STORE_DOWN):
+                # one body the store refuses must not fail the others it was batched with:
+                # each is written again alone, and only the one at fault gets the error
+                for waiting in batch:
+                    await self._write([waiting])
+                return
             # each receiver answers for itself (a 503 asks Runware to deliver again)
             for _, future in batch:
                 future.set_exception(exc)

@@ -10,6 +10,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from farmdomain.errors import WebhookRejected
+from farmdomain.text import REFUSED, escaped, has_control
 from farmdomain.values import IncomingResult, ParsedBody, ResultError
 from runware_edge.codes import reason_for_code
 
@@ -24,6 +25,8 @@ def _required(item: dict[str, Any], key: str) -> str:
     value = item.get(key)
     if not isinstance(value, str) or not value:
         raise _malformed(f"{key} must be a non-empty string")
+    if has_control(value):
+        raise _malformed(f"{key} {REFUSED}")
     return value
 
 
@@ -72,12 +75,13 @@ def _error(item: dict[str, Any]) -> ResultError:
     message = source.get("message")
     parameter = source.get("parameter")
     code = code if isinstance(code, str) else "unknownError"
+    # Runware's own words, kept for the operator: escaped, so they print as one line
     return ResultError(
         task_uuid=task_uuid,
         reason=reason_for_code(code),
-        code=code,
-        message=message[:2000] if isinstance(message, str) else "no message",
-        parameter=parameter if isinstance(parameter, str) else None,
+        code=escaped(code),
+        message=escaped(message[:2000]) if isinstance(message, str) else "no message",
+        parameter=escaped(parameter) if isinstance(parameter, str) else None,
     )
 
 

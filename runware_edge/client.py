@@ -21,6 +21,7 @@ from farmdomain.errors import (
 from farmdomain.jobs import FailureReason
 from farmdomain.request_schema import MODEL_ID
 from farmdomain.settings import Settings
+from farmdomain.text import escaped
 from runware_edge import instrumentation
 from runware_edge.codes import ALREADY_ACCEPTED, reason_for_code
 
@@ -223,9 +224,11 @@ class Exchange:
 
     def failure(self, task_uuid: str) -> ProviderError:
         first = self.errors[0] if self.errors else {}
-        code = first.get("code") if isinstance(first.get("code"), str) else None
-        message = str(first.get("message") or f"HTTP {self.status}")[:2000]
-        parameter = first.get("parameter") if isinstance(first.get("parameter"), str) else None
+        # Runware's own words, kept for the operator: escaped, so they print as one line
+        code = escaped(first["code"]) if isinstance(first.get("code"), str) else None
+        message = escaped(str(first.get("message") or f"HTTP {self.status}")[:2000])
+        parameter = first.get("parameter")
+        parameter = escaped(parameter) if isinstance(parameter, str) else None
         reason = reason_for_code(code, self.status)
         if self.transient:
             return TransientProviderError(
