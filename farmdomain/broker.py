@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kombu import Queue
+
 from farmdomain import embedded_broker
 from farmdomain.settings import Settings
 
@@ -13,6 +15,9 @@ SUBMIT_TASK = "fluxfarm.submit"
 SUBMIT_MANY_TASK = "fluxfarm.submit_many"
 REAP_TASK = "fluxfarm.reap"
 SUBMIT_QUEUE = "fluxfarm.submit"
+# copying result images into the results store: args [[taskUUID, imageUUID], ...]
+COPY_TASK = "fluxfarm.copy_results"
+COPY_QUEUE = "fluxfarm.copy"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -34,6 +39,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_ignore_result": True,
         "result_backend": None,
         "task_default_queue": SUBMIT_QUEUE,
+        # a worker started without --queues takes both; copies may get workers of their own
+        "task_queues": (Queue(SUBMIT_QUEUE), Queue(COPY_QUEUE)),
+        "task_routes": {COPY_TASK: {"queue": COPY_QUEUE}},
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         # the submit task waits on I/O only; a few reserved messages keep a process busy

@@ -79,6 +79,18 @@ class FarmMetrics:
         self.submit_retries = counter(
             "submit_retries_total", "Submissions retried after a transient error.", ["reason"]
         )
+        self.images_stored = counter(
+            "images_stored_total", "Result images written to the results store.", ["store"]
+        )
+        self.image_bytes_stored = counter(
+            "image_bytes_stored_total", "Bytes of result images written.", ["store"]
+        )
+        self.image_copy_failures = counter(
+            "image_copy_failures_total", "Failed copies of a result image, by reason.", ["reason"]
+        )
+        self.image_copy = histogram(
+            "image_copy_seconds", "Fetching, checking and writing one result image.", ["store"]
+        )
         self.queue_wait = histogram(
             "job_queue_wait_seconds", "Created to first claimed by a worker.", ["model"]
         )

@@ -180,6 +180,19 @@ class Settings(BaseSettings):
         description="ttl sent with every request: how long Runware keeps an imageURL; the"
         " copy is attempted long before, and an alert fires at half of it with no copy.",
     )
+    copy_retry_base_s: float = Field(
+        1.0, gt=0, description="First backoff of a result image's copy (full jitter)."
+    )
+    copy_retry_max_s: float = Field(
+        30.0,
+        gt=0,
+        description="Largest single backoff of a copy; storage down longer is waited out.",
+    )
+    copy_redrive_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="Reaper sends a result not yet kept to be copied again after this long.",
+    )
     worker_pool: Literal["threads", "prefork", "solo"] = Field(
         "threads",
         description="Celery pool of the workers the launcher starts: the submit task waits on"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from farmdomain.settings import Settings
+from farmweb.copy_requests import CopyRequests
 from farmweb.recorder import WebhookRecorder
 from imagestore import ResultsStore, open_results_store
 from jobstore.protocol import Store
@@ -21,6 +22,8 @@ class WebContext:
     results: ResultsStore = field(init=False)
 
     def __post_init__(self) -> None:
-        self.webhook_recorder = WebhookRecorder(self.store)
+        self.webhook_recorder = WebhookRecorder(
+            self.store, after=CopyRequests(self.settings).recorded
+        )
         self.webhook_secrets = self.settings.webhook_secrets()
         self.results = open_results_store(self.settings)

@@ -17,6 +17,7 @@ recording is idempotent.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from farmdomain.values import BodyRecorded, ParsedBody
@@ -25,14 +26,27 @@ from jobstore.bodies import record_many
 from jobstore.protocol import Store
 
 _Waiting = tuple[ParsedBody, "asyncio.Future[BodyRecorded]"]
+# told of every batch once it is committed (copy requests hang here)
+AfterRecording = Callable[[Sequence[ParsedBody], Sequence[BodyRecorded]], None]
+
+
+def _nothing(_bodies: Sequence[ParsedBody], _done: Sequence[BodyRecorded]) -> None:
+    pass
 
 
 class WebhookRecorder:
     """Records parsed webhook bodies in batches of up to `max_batch`, on `writers`
     threads at most."""
 
-    def __init__(self, store: Store, max_batch: int = 100, writers: int = 2) -> None:
+    def __init__(
+        self,
+        store: Store,
+        max_batch: int = 100,
+        writers: int = 2,
+        after: AfterRecording = _nothing,
+    ) -> None:
         self._store = store
+        self._after = after
         self._max_batch = max_batch
         self.writers = writers
         self._busy_writers = 0
@@ -67,7 +81,7 @@ class WebhookRecorder:
         bodies = [body for body, _ in batch]
         try:
             outcomes = await asyncio.get_running_loop().run_in_executor(
-                self._threads, record_many, self._store, bodies, "webhook"
+                self._threads, self._record_many, bodies
             )
         except Exception as exc:
             if len(batch) > 1 and not isinstance(exc, outage.STORE_DOWN):
@@ -82,6 +96,11 @@ class WebhookRecorder:
             return
         for (_, future), own in zip(batch, outcomes, strict=True):
             future.set_result(own)
+
+    def _record_many(self, bodies: list[ParsedBody]) -> list[BodyRecorded]:
+        done = record_many(self._store, bodies, "webhook")
+        self._after(bodies, done)
+        return done
 
     def close(self) -> None:
         """Let the writer threads go once their batches are written."""

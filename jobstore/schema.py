@@ -94,6 +94,28 @@ results = Table(
     Column("received_at", UTCDateTime, nullable=False),
 )
 
+# What the farm kept of each result: its copy in the results store, or why there is none yet.
+# A row of its own beside `results`, written by the copy task only, so recording a result
+# (the webhook's hot path) writes nothing more than before.
+result_copies = Table(
+    "result_copies",
+    metadata,
+    Column("task_uuid", String(36), primary_key=True),
+    Column("image_uuid", String(64), primary_key=True),
+    Column("job_id", String(36), ForeignKey("jobs.id"), nullable=False, index=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("storage_key", String(255)),
+    Column("sha256", String(64)),
+    Column("bytes", BigInteger),
+    Column("content_type", String(32)),
+    Column("stored_at", UTCDateTime),
+    Column("failure_reason", String(32)),
+    Column("failure_message", Text),
+    # no further attempt: the image was refused, or its URL expired before a copy landed
+    Column("given_up_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
 events = Table(
     "events",
     metadata,

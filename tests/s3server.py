@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import boto3
 import httpx
+import pytest
 from botocore.config import Config
 
 from farmdomain.settings import Settings
@@ -100,3 +102,13 @@ class MotoS3:
             except httpx.HTTPError:
                 time.sleep(0.1)
         raise RuntimeError("moto did not start")
+
+
+@pytest.fixture(scope="module")
+def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    """One S3 server per test module; import the fixture where it is used."""
+    directory: Path = tmp_path_factory.mktemp("moto")
+    with Farm(Settings(data_dir=directory), log_dir=directory / "logs") as farm:
+        server = MotoS3(farm, directory)
+        server.start()
+        yield server

@@ -27,7 +27,13 @@ from celery.signals import (
 from prometheus_client import start_http_server
 
 from farmdomain import metrics
-from farmdomain.broker import REAP_TASK, SUBMIT_MANY_TASK, SUBMIT_TASK, celery_config
+from farmdomain.broker import (
+    COPY_TASK,
+    REAP_TASK,
+    SUBMIT_MANY_TASK,
+    SUBMIT_TASK,
+    celery_config,
+)
 from farmdomain.errors import ConfigurationError
 from farmdomain.heap import freeze_startup_heap
 from farmdomain.logs import configure_logging
@@ -36,8 +42,9 @@ from jobstore.migrations import require_current_schema
 from jobstore.observer import instrument
 from jobstore.store import JobStore
 from runware_edge.client import RunwareClient
-from worker import reaper, tasks
+from worker import copying, reaper, tasks
 from worker.context import NoHooks, SubmitHooks, WorkerContext
+from worker.copying import Copier
 
 log = structlog.get_logger(__name__)
 
@@ -89,13 +96,15 @@ class FarmTask(Task):  # type: ignore[type-arg]
 
 def open_context(app: FarmCelery) -> WorkerContext:
     settings = app.settings
+    store = instrument(JobStore.from_settings(settings))
     return WorkerContext(
         settings,
         app,
-        instrument(JobStore.from_settings(settings)),
+        store,
         RunwareClient(settings),
         app.hooks,
         tasks.submit_claims,
+        Copier(settings, store.engine),
     )
 
 
@@ -122,6 +131,7 @@ def create_app(settings: Settings, hooks: SubmitHooks | None = None) -> FarmCele
         (SUBMIT_TASK, tasks.submit),
         (SUBMIT_MANY_TASK, tasks.submit_many),
         (REAP_TASK, reaper.reap),
+        (COPY_TASK, copying.copy_results),
     ):
         app.task(name=name, bind=True, ignore_result=True)(cast("Callable[..., None]", run))
     _connect_signals(app)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import InitVar, dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from celery import Celery
 
@@ -14,6 +14,9 @@ from farmdomain.jobs import Job
 from farmdomain.settings import Settings
 from jobstore.protocol import Store
 from runware_edge.provider import Provider
+
+if TYPE_CHECKING:
+    from worker.copying import Copier
 
 # a job handed to the batcher: (job_id, the attempt count its message expects)
 Claim = tuple[str, int]
@@ -49,6 +52,7 @@ class WorkerContext:
     runware: Provider
     hooks: SubmitHooks
     submit: InitVar[Callable[[WorkerContext, list[Claim]], list[None]]]
+    copier: Copier
     webhook_secrets: list[bytes] = field(init=False)
     batcher: Batcher[Claim, None] = field(init=False)
 
@@ -63,5 +67,6 @@ class WorkerContext:
 
     def close(self) -> None:
         self.batcher.close()
+        self.copier.close()
         self.runware.close()
         self.store.engine.dispose()

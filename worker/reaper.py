@@ -13,8 +13,10 @@ from farmdomain.errors import ProviderError, WebhookRejected
 from farmdomain.jobs import FailureReason, Job, JobState
 from farmdomain.values import Failure, utcnow
 from jobstore.bodies import record
+from jobstore.copies import keys_to_copy
 from runware_edge.bodies import parse_body
 from worker.context import WorkerContext
+from worker.copying import publish_copies
 from worker.tasks import publish_submit
 
 if TYPE_CHECKING:
@@ -31,6 +33,8 @@ class ReapReport:
     resubmitted: list[str] = field(default_factory=list)
     polled: list[str] = field(default_factory=list)
     timed_out: list[str] = field(default_factory=list)
+    # results sent to be copied again: recorded, not yet kept, not given up on
+    recopied: int = 0
 
 
 def reap(task: FarmTask) -> None:
@@ -41,6 +45,7 @@ def reap(task: FarmTask) -> None:
         resubmitted=len(report.resubmitted),
         polled=len(report.polled),
         timed_out=len(report.timed_out),
+        recopied=report.recopied,
     )
 
 
@@ -71,6 +76,10 @@ def reap_once(context: WorkerContext, now: datetime) -> ReapReport:
         if store.touch(job.id, JobState.SUBMITTED, "polled", {}):
             _poll(context, job)
             report.polled.append(job.id)
+    # a copy whose message was lost, or whose worker died mid-copy
+    behind = context.copier.copies.not_stored(older(settings.copy_redrive_after_s))
+    publish_copies(context.app, behind)
+    report.recopied = len(behind)
     return report
 
 
@@ -88,5 +97,6 @@ def _poll(context: WorkerContext, job: Job) -> None:
             context.store.fail(job.id, Failure(FailureReason.LOST, lost[0].message, lost[0].code))
             return
         recorded = record(context.store, parsed, "poll")
+        publish_copies(context.app, keys_to_copy([parsed], [recorded]))
         outcomes = [str(o) for o in recorded.outcomes]
         log.info("reaper.polled", results=len(parsed.results), outcomes=outcomes)

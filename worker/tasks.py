@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -14,23 +13,19 @@ from farmdomain.errors import ProviderError, TransientProviderError
 from farmdomain.jobs import FailureReason, Job, JobState
 from farmdomain.values import Failure, utcnow
 from jobstore.bodies import record
+from jobstore.copies import keys_to_copy
 from runware_edge import instrumentation
 from runware_edge.bodies import parse_body
 from runware_edge.client import inference_task
 from runware_edge.tokens import webhook_url
+from worker.backoff import backoff_s
 from worker.context import Claim, WorkerContext
+from worker.copying import publish_copies
 
 if TYPE_CHECKING:
     from worker.app import FarmTask
 
 log = structlog.get_logger(__name__)
-
-
-def backoff_s(attempt: int, base_s: float, cap_s: float, retry_after: float | None) -> float:
-    """Full-jitter exponential backoff, never shorter than the server's Retry-After."""
-    # the exponent is bounded: past the cap it changes nothing, and 2**1024 overflows a float
-    ceiling = min(cap_s, base_s * 2 ** min(max(0, attempt - 1), 64))
-    return max(retry_after or 0.0, random.uniform(0, ceiling))
 
 
 def submit(task: FarmTask, job_id: str, expected_attempts: int = 0) -> None:
@@ -126,7 +121,8 @@ def _post(context: WorkerContext, due: list[Job]) -> None:
     duration_ms = round((time.perf_counter() - started) * 1000, 1)
     context.hooks.after_post(due)
     if batch.data:
-        record(context.store, parse_body({"data": batch.data}), "ack")
+        parsed = parse_body({"data": batch.data})
+        publish_copies(context.app, keys_to_copy([parsed], [record(context.store, parsed, "ack")]))
     accepted = [job for job in due if job.task_uuid not in batch.failures]
     for attempt in sorted({job.attempts for job in accepted}):
         detail = {"attempt": attempt, "duration_ms": duration_ms, "batch": len(due)}
