@@ -62,7 +62,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path, migrated_sqlite: P
     url: str = request.getfixturevalue("postgres_url")
     engine = make_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE results, events, jobs"))
+        conn.execute(text("TRUNCATE results, events, jobs CASCADE"))
     engine.dispose()
     return url
 
