@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import structlog
 
 from farmdomain.broker import COPY_QUEUE, COPY_TASK
@@ -39,12 +38,12 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-# the image host answered, but not with the image: worth another try while the URL lives
-_RETRIED_REFUSALS = frozenset({"status"})
+# the image host failed or answered without the image: worth another try while the URL lives
+_RETRIED_REFUSALS = frozenset({"status", "transport"})
 
 
 class CopyRetry(Exception):
-    """A copy that failed for now: storage or the image host is not answering."""
+    """A copy that failed for now: the results store is not answering."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -130,10 +129,7 @@ class Copier:
             return decode_inline(where, order.image_data, self.settings.download_max_bytes)
         if order.image_url is None:
             raise DownloadRefused(where, "no_image", "the result carries neither URL nor data")
-        try:
-            return self.downloader.fetch(order.image_url)
-        except httpx.HTTPError as exc:
-            raise CopyRetry("download", f"{type(exc).__name__}: {exc}") from exc
+        return self.downloader.fetch(order.image_url)
 
     def _failed(self, order: CopyOrder, reason: str, message: str, *, retry: bool) -> Copied:
         settings = self.settings

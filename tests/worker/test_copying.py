@@ -69,11 +69,11 @@ def image_host() -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, image_host: str) -> Settings:
     found = Settings(
         data_dir=tmp_path,
         webhook_secret="copy-secret",
-        download_hosts="127.0.0.1",
+        download_hosts=image_host,
         download_max_bytes=CAP,
         copy_retry_base_s=0.01,
         copy_retry_max_s=0.02,
@@ -178,7 +178,7 @@ def test_a_hostile_image_is_refused_counted_and_nothing_is_written(
     reason: str,
 ) -> None:
     copier = Copier(settings, store.engine, results_store)
-    # `localhost` names the same server, but only 127.0.0.1 is on the download list
+    # `localhost` names the same server, but only its 127.0.0.1 origin is on the list
     url = image_host.replace("127.0.0.1", "localhost") + "/img/good"
     key = _recorded(store, url=url if where == "off-list" else image_host + where)
     refused_before = _count("image_copy_failures_total", reason=reason)
