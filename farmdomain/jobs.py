@@ -56,6 +56,7 @@ class FailureReason(StrEnum):
     PROVIDER = "provider"
     SAFETY = "safety"
     SERVER = "server"
+    NOT_FOUND = "not_found"
     LOST = "lost"
 
 

@@ -92,7 +92,7 @@ def _poll(context: WorkerContext, job: Job) -> None:
         except (ProviderError, WebhookRejected) as exc:
             log.warning("reaper.poll_failed", error=str(exc))
             return
-        lost = [e for e in parsed.errors if e.code.endswith(("NotFound", "Expired"))]
+        lost = [e for e in parsed.errors if e.reason == FailureReason.NOT_FOUND]
         if lost:
             context.store.fail(job.id, Failure(FailureReason.LOST, lost[0].message, lost[0].code))
             return

@@ -20,7 +20,7 @@ from farmdomain.errors import (
 )
 from farmdomain.jobs import FailureReason
 from farmdomain.settings import Settings
-from runware_edge.client import RunwareClient, inference_task, reason_for_code
+from runware_edge.client import RunwareClient, inference_task
 
 TASK = "5b3c3b5e-8c55-4c1e-9a3c-0a2b8f3f6d11"
 HOOK = f"https://farm.example/webhooks/runware/{TASK}?token=t0k"
@@ -276,54 +276,6 @@ def test_the_api_key_never_appears_in_an_error(tmp_path: Path) -> None:
 def test_a_client_without_an_api_key_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError):
         RunwareClient(Settings(data_dir=tmp_path))
-
-
-@pytest.mark.parametrize(
-    ("code", "status", "reason"),
-    [
-        ("insufficientCredits", None, FailureReason.QUOTA),
-        ("quotaExceeded", None, FailureReason.QUOTA),
-        ("paymentRequired", None, FailureReason.QUOTA),
-        (None, 402, FailureReason.QUOTA),
-        ("invalidApiKey", None, FailureReason.AUTH),
-        ("unauthorized", None, FailureReason.AUTH),
-        ("forbidden", None, FailureReason.AUTH),
-        ("accountSuspended", None, FailureReason.AUTH),
-        (None, 401, FailureReason.AUTH),
-        (None, 403, FailureReason.AUTH),
-        ("rateLimitExceeded", None, FailureReason.RATE_LIMIT),
-        (None, 429, FailureReason.RATE_LIMIT),
-        ("contentPolicyViolation", None, FailureReason.SAFETY),
-        ("providerContentPolicyViolation", None, FailureReason.SAFETY),
-        ("sensitiveContentDetected", None, FailureReason.SAFETY),
-        ("unsafeContentDetected", None, FailureReason.SAFETY),
-        ("nsfwContentDetected", None, FailureReason.SAFETY),
-        ("promptBlocked", None, FailureReason.SAFETY),
-        ("imageBlocked", None, FailureReason.SAFETY),
-        ("moderationFailed", None, FailureReason.SAFETY),
-        ("timeoutProvider", None, FailureReason.TIMEOUT),
-        ("requestTimeout", None, FailureReason.TIMEOUT),
-        (None, 408, FailureReason.TIMEOUT),
-        (None, 504, FailureReason.TIMEOUT),
-        ("inferenceError", None, FailureReason.PROVIDER),
-        ("modelUnavailable", None, FailureReason.PROVIDER),
-        ("providerError", None, FailureReason.PROVIDER),
-        ("internalServerError", None, FailureReason.SERVER),
-        ("unknownError", None, FailureReason.SERVER),
-        (None, 500, FailureReason.SERVER),
-        (None, 503, FailureReason.SERVER),
-        ("invalidWidth", 400, FailureReason.VALIDATION),
-        # a task's error in a partly failed request, answered 200 as a whole
-        ("invalidWidth", 200, FailureReason.VALIDATION),
-        ("missingPositivePrompt", None, FailureReason.VALIDATION),
-        ("unknownParameter", None, FailureReason.VALIDATION),
-        (None, 404, FailureReason.VALIDATION),
-        ("somethingNew", None, FailureReason.PROVIDER),
-        (None, None, FailureReason.PROVIDER),
-    ],
-)
-def test_reason_for_code(code: str | None, status: int | None, reason: FailureReason) -> None:
-    assert reason_for_code(code, status) == reason
 
 
 def test_get_response_returns_data_and_errors(tmp_path: Path) -> None:
