@@ -34,6 +34,14 @@ def _optional(item: dict[str, Any], key: str) -> str | None:
     return None if item.get(key) is None else _required(item, key)
 
 
+def first_parameter(value: Any) -> str | None:
+    """The parameter an error names; a cross-field rule names a list of them, read as its
+    first, as runware-sdk does."""
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return value if isinstance(value, str) else None
+
+
 def _result(item: dict[str, Any]) -> IncomingResult:
     task_uuid = _required(item, "taskUUID")
     image_uuid = _required(item, "imageUUID")
@@ -73,7 +81,7 @@ def _error(item: dict[str, Any]) -> ResultError:
     task_uuid = _optional(item, "taskUUID") or _required(source, "taskUUID")
     code = source.get("code")
     message = source.get("message")
-    parameter = source.get("parameter")
+    parameter = first_parameter(source.get("parameter"))
     code = code if isinstance(code, str) else "unknownError"
     # Runware's own words, kept for the operator: escaped, so they print as one line
     return ResultError(
@@ -81,14 +89,17 @@ def _error(item: dict[str, Any]) -> ResultError:
         reason=reason_for_code(code),
         code=escaped(code),
         message=escaped(message[:2000]) if isinstance(message, str) else "no message",
-        parameter=escaped(parameter) if isinstance(parameter, str) else None,
+        parameter=None if parameter is None else escaped(parameter),
     )
 
 
 def parse_body(body: Any) -> ParsedBody:
     """Every result and error in a Runware body; raises WebhookRejected if malformed."""
+    if isinstance(body, list):
+        # a bare list of items, as a 2xx answer may be
+        body = {"data": body}
     if not isinstance(body, dict):
-        raise _malformed("body must be a JSON object")
+        raise _malformed("body must be a JSON object or array")
     if "data" in body or "errors" in body:
         data, errors = body.get("data", []), body.get("errors", [])
         if not isinstance(data, list) or not isinstance(errors, list):

@@ -23,6 +23,7 @@ from farmdomain.request_schema import MODEL_ID
 from farmdomain.settings import Settings
 from farmdomain.text import escaped
 from runware_edge import instrumentation
+from runware_edge.bodies import first_parameter
 from runware_edge.codes import ALREADY_ACCEPTED, reason_for_code
 
 
@@ -60,14 +61,29 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
-def _error_items(body: Any) -> list[dict[str, Any]]:
+def _items(body: Any, status: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """An answer's (data, errors). A 2xx answer may be a bare list of items, a refusal a bare
+    list of errors; a failed item inside `data` ({status: error, error: {...}}) is an error of
+    its task; an {error: {...}, taskUUID} envelope lends the error its taskUUID."""
+    data: Any = []
+    found: Any = []
     if isinstance(body, list):
-        return [e for e in body if isinstance(e, dict)]
-    if not isinstance(body, dict):
-        return []
-    found = body.get("errors") or body.get("error") or []
-    items = found if isinstance(found, list) else [found]
-    return [e for e in items if isinstance(e, dict)]
+        data, found = (body, []) if 200 <= status < 300 else ([], body)
+    elif isinstance(body, dict):
+        data = body.get("data", [])
+        found = body.get("errors") or body.get("error") or []
+        if isinstance(found, dict) and "taskUUID" in body:
+            found = {"taskUUID": body["taskUUID"], **found}
+        if isinstance(found, dict):
+            found = [found]
+    items = [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
+    errors = [e for e in found if isinstance(e, dict)] if isinstance(found, list) else []
+    for item in items:
+        if item.get("status") == "error":
+            nested = item.get("error")
+            own = nested if isinstance(nested, dict) else {}
+            errors.append({**own, "taskUUID": item.get("taskUUID") or own.get("taskUUID")})
+    return [d for d in items if d.get("status") != "error"], errors
 
 
 class RunwareClient:
@@ -167,13 +183,8 @@ class RunwareClient:
             body = orjson.loads(response.content) if response.content else {}
         except orjson.JSONDecodeError:
             body = {}
-        data = body.get("data", []) if isinstance(body, dict) else []
-        return Exchange(
-            status=response.status_code,
-            data=[d for d in data if isinstance(d, dict)] if isinstance(data, list) else [],
-            errors=_error_items(body),
-            retry_after=_retry_after(response),
-        )
+        data, errors = _items(body, response.status_code)
+        return Exchange(response.status_code, data, errors, _retry_after(response))
 
 
 class _Unanswered(Exception):
@@ -227,8 +238,8 @@ class Exchange:
         # Runware's own words, kept for the operator: escaped, so they print as one line
         code = escaped(first["code"]) if isinstance(first.get("code"), str) else None
         message = escaped(str(first.get("message") or f"HTTP {self.status}")[:2000])
-        parameter = first.get("parameter")
-        parameter = escaped(parameter) if isinstance(parameter, str) else None
+        parameter = first_parameter(first.get("parameter"))
+        parameter = escaped(parameter) if parameter is not None else None
         reason = reason_for_code(code, self.status)
         if self.transient:
             return TransientProviderError(

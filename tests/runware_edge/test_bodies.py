@@ -137,7 +137,7 @@ def test_acknowledgements_and_empty_envelopes_record_nothing() -> None:
 @pytest.mark.parametrize(
     "body",
     [
-        pytest.param([item()], id="top-level-array"),
+        pytest.param([3], id="array-of-a-number"),
         pytest.param("text", id="string"),
         pytest.param(None, id="null"),
         pytest.param(3, id="number"),
@@ -191,3 +191,35 @@ def test_costs_become_exact_decimals(cost: float, exact: str) -> None:
 def test_a_result_without_cost_has_none() -> None:
     [result] = parse_body(item(cost=None)).results
     assert result.cost_usd is None
+
+
+def test_a_bare_list_of_items_is_read_like_data() -> None:
+    parsed = parse_body([item(), {"taskUUID": TASK, "status": "processing", "progress": 40}])
+    assert [r.task_uuid for r in parsed.results] == [TASK]
+    assert parsed.task_uuids == {TASK}
+
+
+def test_a_failed_item_inside_data_is_an_error_of_its_task() -> None:
+    failed = {
+        "taskUUID": TASK,
+        "status": "error",
+        "error": {"code": "taskCancelled", "message": "gone", "parameter": ["a", "b"]},
+    }
+    parsed = parse_body({"data": [item(), failed]})
+    [result] = parsed.results
+    [found] = parsed.errors
+    assert (found.task_uuid, found.code, found.reason, found.parameter) == (
+        TASK,
+        "taskCancelled",
+        "not_found",
+        "a",
+    )
+    assert result.task_uuid == TASK
+
+
+def test_an_error_envelope_lends_its_task_uuid() -> None:
+    parsed = parse_body(
+        {"error": {"code": "invalidProviderContent", "message": "m"}, "taskUUID": TASK}
+    )
+    [found] = parsed.errors
+    assert (found.task_uuid, found.reason) == (TASK, "safety")

@@ -409,3 +409,45 @@ def test_no_answer_leaves_every_task_of_the_batch_transient(tmp_path: Path) -> N
     assert set(failures) == {TASK, OTHER, THIRD}
     assert all(f.reason == FailureReason.TIMEOUT for f in failures.values())
     assert all(isinstance(f, TransientProviderError) for f in failures.values())
+
+
+def test_a_2xx_answer_that_is_a_bare_list_of_items_is_an_acknowledgement(tmp_path: Path) -> None:
+    ack = [{"taskType": "imageInference", "taskUUID": TASK}]
+    assert submit(answer(200, ack), tmp_path) == ack
+
+
+def test_a_refusal_that_is_a_bare_list_of_errors_fails_the_task(tmp_path: Path) -> None:
+    with pytest.raises(PermanentProviderError) as caught:
+        submit(answer(400, [error("invalidWidth", "w", "width")]), tmp_path)
+    assert (caught.value.code, caught.value.parameter) == ("invalidWidth", "width")
+
+
+def test_a_failed_item_inside_data_fails_only_its_own_task(tmp_path: Path) -> None:
+    failed = {
+        "taskUUID": OTHER,
+        "status": "error",
+        "error": {"code": "invalidProviderContent", "message": "blocked"},
+    }
+    accepted = {"taskType": "imageInference", "taskUUID": TASK}
+    _, failures = submit_three(answer(200, {"data": [accepted, failed]}), tmp_path)
+    assert set(failures) == {OTHER}
+    assert isinstance(failures[OTHER], PermanentProviderError)
+    assert (failures[OTHER].code, failures[OTHER].reason) == (
+        "invalidProviderContent",
+        FailureReason.SAFETY,
+    )
+
+
+def test_the_envelopes_task_uuid_names_the_task_of_its_error(tmp_path: Path) -> None:
+    body = {"error": error("invalidHeight", "bad", "height", task=None), "taskUUID": OTHER}
+    _, failures = submit_three(answer(400, body), tmp_path)
+    # only OTHER is named: the others are left in doubt, to be resent
+    assert isinstance(failures[OTHER], PermanentProviderError)
+    assert isinstance(failures[TASK], TransientProviderError)
+
+
+def test_a_list_valued_parameter_is_read_as_its_first_entry(tmp_path: Path) -> None:
+    found = {**error("invalidDimensions", "too big"), "parameter": ["width", "height"]}
+    with pytest.raises(PermanentProviderError) as caught:
+        submit(answer(400, {"errors": [found]}), tmp_path)
+    assert caught.value.parameter == "width"
