@@ -96,7 +96,9 @@ def _error(item: dict[str, Any]) -> ResultError:
 def parse_body(body: Any) -> ParsedBody:
     """Every result and error in a Runware body; raises WebhookRejected if malformed."""
     if isinstance(body, list):
-        # a bare list of items, as a 2xx answer may be
+        # a bare list of items, as a 2xx answer may be; empty, it names no task at all
+        if not body:
+            raise _malformed("an array body must carry items")
         body = {"data": body}
     if not isinstance(body, dict):
         raise _malformed("body must be a JSON object or array")
