@@ -73,6 +73,10 @@ class ImageResult:
     late: bool
     received_at: datetime
     has_inline_data: bool = False
+    # the farm's copy in the results store, once kept (jobstore.copies)
+    storage_key: str | None = None
+    sha256: str | None = None
+    stored_bytes: int | None = None
 
 
 @dataclass(frozen=True)

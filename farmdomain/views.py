@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -11,6 +12,9 @@ from pydantic.alias_generators import to_camel
 
 from farmdomain.errors import FieldIssue
 from farmdomain.jobs import ImageResult, Job, JobEvent, JobState
+
+# a kept image's key -> a URL that fetches it for a while
+UrlOf = Callable[[str], str]
 
 
 def _usd(amount: Decimal) -> str:
@@ -44,10 +48,19 @@ class ImageView(_View):
     source: str = Field(description="How the result arrived: webhook or poll.")
     late: bool = Field(description="Arrived after the job was already terminal.")
     received_at: datetime
-    has_inline_data: bool = Field(description="The image came as base64 data kept in the store.")
+    has_inline_data: bool = Field(
+        description="The image came as base64 data, kept in the job store until it is copied."
+    )
+    sha256: str | None = Field(description="SHA-256 of the kept image; None until it is kept.")
+    bytes: int | None = Field(description="Size of the kept image; None until it is kept.")
+    url: str | None = Field(
+        description="The farm's durable copy, by an expiring URL (presigned for object storage,"
+        " signed and served by the farm for its directory); None until it is kept."
+    )
 
     @classmethod
-    def from_image(cls, image: ImageResult) -> ImageView:
+    def from_image(cls, image: ImageResult, url_of: UrlOf | None = None) -> ImageView:
+        kept = image.storage_key
         return cls(
             image_uuid=image.image_uuid,
             image_url=image.image_url,
@@ -58,6 +71,9 @@ class ImageView(_View):
             late=image.late,
             received_at=image.received_at,
             has_inline_data=image.has_inline_data,
+            sha256=image.sha256,
+            bytes=image.stored_bytes,
+            url=url_of(kept) if kept is not None and url_of is not None else None,
         )
 
 
@@ -108,7 +124,8 @@ class JobView(_View):
     events: list[EventView]
 
     @classmethod
-    def from_job(cls, job: Job) -> JobView:
+    def from_job(cls, job: Job, url_of: UrlOf | None = None) -> JobView:
+        """The view of `job`; `url_of` turns a kept image's key into its durable URL."""
         failure = (
             None
             if job.failure_reason is None
@@ -138,7 +155,7 @@ class JobView(_View):
             request=job.request,
             failure=failure,
             retry_of=job.retry_of,
-            images=[ImageView.from_image(image) for image in job.images],
+            images=[ImageView.from_image(image, url_of) for image in job.images],
             events=[EventView.from_event(event) for event in job.events],
         )
 

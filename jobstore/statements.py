@@ -25,12 +25,19 @@ from farmdomain.errors import StoreUnavailable
 from farmdomain.jobs import ImageResult, Job, JobEvent, JobState
 from farmdomain.values import from_micros
 from jobstore import dialects
-from jobstore.schema import events, jobs, results
+from jobstore.schema import events, jobs, result_copies, results
 
 
 def images_of(conn: Connection, job_id: str) -> list[ImageResult]:
+    kept = result_copies.c
     rows = conn.execute(
-        select(results).where(results.c.job_id == job_id).order_by(results.c.received_at)
+        select(results, kept.storage_key, kept.sha256, kept.bytes.label("stored_bytes"))
+        .outerjoin(
+            result_copies,
+            (kept.task_uuid == results.c.task_uuid) & (kept.image_uuid == results.c.image_uuid),
+        )
+        .where(results.c.job_id == job_id)
+        .order_by(results.c.received_at)
     ).all()
     return [
         ImageResult(
@@ -43,6 +50,9 @@ def images_of(conn: Connection, job_id: str) -> list[ImageResult]:
             late=r.late,
             received_at=r.received_at,
             has_inline_data=r.image_data is not None,
+            storage_key=r.storage_key,
+            sha256=r.sha256,
+            stored_bytes=r.stored_bytes,
         )
         for r in rows
     ]

@@ -3,7 +3,9 @@ the credential, and nothing else gets a byte."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import threading
 import time
 import uuid
@@ -13,13 +15,18 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import uvicorn
+from PIL import Image
 
 from farmdomain.settings import Settings
+from farmdomain.values import IncomingResult
 from farmweb.app import create_app
 from imagestore import ResultsStore, image_key, open_results_store
 from imagestore.signing import signed_url
+from jobstore.api_tokens import ApiTokenStore
 from jobstore.migrations import upgrade
+from jobstore.store import JobStore
 from simulator.server import bind, url_of
+from worker.copying import Copier
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"pixels" * 100
 
@@ -117,3 +124,36 @@ def test_a_deleted_image_is_gone_even_under_a_valid_url(web: Web) -> None:
     response = httpx.get(url, timeout=10)
     assert response.status_code == 404
     assert response.json()["error"]["reason"] == "deleted"
+
+
+def test_a_kept_image_is_in_the_job_with_its_digest_size_and_a_durable_url(web: Web) -> None:
+    store = JobStore.from_settings(web.settings)
+    _, token = ApiTokenStore(store.engine).create("acme", "reader", can_write=False)
+    params = {"positivePrompt": "a lamp", "width": 32, "height": 16, "outputFormat": "PNG"}
+    job, _ = store.create_job(params, tenant="acme", deadline_s=600)
+    out = io.BytesIO()
+    Image.new("RGB", (32, 16), (10, 20, 30)).save(out, "PNG")
+    inline = base64.b64encode(out.getvalue()).decode()
+    image_uuid = str(uuid.uuid4())
+    result = IncomingResult(job.task_uuid, image_uuid, None, inline, 1, None, False)
+    store.record_result(result, "webhook")
+    headers = {"authorization": f"Bearer {token}"}
+
+    before = httpx.get(f"{web.url}/v1/jobs/{job.id}", headers=headers, timeout=10).json()
+    copier = Copier(web.settings, store.engine)
+    copier.copy_all([(job.task_uuid, image_uuid)])
+    after = httpx.get(f"{web.url}/v1/jobs/{job.id}", headers=headers, timeout=10).json()
+
+    [pending], [kept] = before["images"], after["images"]
+    assert (pending["sha256"], pending["bytes"], pending["url"]) == (None, None, None)
+    assert pending["hasInlineData"] is True
+    assert (kept["sha256"], kept["bytes"]) == (
+        hashlib.sha256(out.getvalue()).hexdigest(),
+        len(out.getvalue()),
+    )
+    assert kept["hasInlineData"] is False
+    fetched = httpx.get(kept["url"], timeout=10)  # no token: the URL is the credential
+    assert fetched.status_code == 200
+    assert fetched.content == out.getvalue()
+    copier.close()
+    store.engine.dispose()
