@@ -1,4 +1,4 @@
-"""The producer commands of `fluxfarm`: submit, status, wait, cancel and migrate."""
+"""The producer commands of `fluxfarm`: submit, status, wait, cancel, download and migrate."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from farmdomain.views import JobView
 from jobstore.api_tokens import ApiTokenStore
 from jobstore.engine import make_engine
 from jobstore.migrations import upgrade
-from producers import spend_cli
+from producers import download_cli, spend_cli
 from producers.client import FluxfarmClient
 
 EXIT_OK = 0
@@ -109,6 +109,7 @@ def add_commands(subparsers: Any) -> None:
     migrate.set_defaults(handler=_migrate)
 
     spend_cli.add_command(subparsers)
+    download_cli.add_command(subparsers)
     _add_token_commands(subparsers)
 
 
