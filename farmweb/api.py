@@ -26,7 +26,6 @@ from farmdomain.request_schema import GenerationRequest, parse_request
 from farmdomain.text import no_control
 from farmdomain.views import BatchView, ErrorBody, JobView, UrlOf
 from farmweb.auth import Caller, caller, client_for, writer
-from farmweb.context import WebContext
 from farmweb.responses import GUARDED_RESPONSES
 from farmweb.waiting import MAX_WAIT_S, TerminalWatch
 from producers.client import (
@@ -137,8 +136,9 @@ def _submitted(
     }
 
 
-def build_router() -> APIRouter:
-    """The /v1/jobs routes; the app provides a FluxfarmClient as `app.state.client`."""
+def build_router(durable_url: UrlOf | None = None) -> APIRouter:
+    """The /v1/jobs routes; the app provides a FluxfarmClient as `app.state.client`.
+    `durable_url` turns a kept image's key into its URL (none: images show no url)."""
     router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
     @router.post(
@@ -197,22 +197,15 @@ def build_router() -> APIRouter:
             watch: TerminalWatch = request.app.state.terminal_watch
             await watch.wait(job_id, wait)
             job = await run_in_threadpool(client.get, job_id)
-        return JobView.from_job(job, durable_urls(request))
+        return JobView.from_job(job, durable_url)
 
     @router.post(
         "/{job_id}/cancel", operation_id="cancelJob", response_model=JobView, responses=_NOT_FOUND
     )
-    def cancel_job(job_id: str, request: Request, client: Writer) -> JobView:
-        return JobView.from_job(client.cancel(job_id), durable_urls(request))
+    def cancel_job(job_id: str, client: Writer) -> JobView:
+        return JobView.from_job(client.cancel(job_id), durable_url)
 
     return router
-
-
-def durable_urls(request: Request) -> UrlOf:
-    """Kept images' URLs from the web process's results store (signed locally, no request)."""
-    context: WebContext = request.app.state.context
-    lifetime_s = context.settings.results_url_ttl_s
-    return lambda key: context.results.url(key, lifetime_s)
 
 
 def install_error_handlers(app: FastAPI) -> None:

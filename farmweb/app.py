@@ -105,7 +105,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     tokens = ApiTokenStore(context.store.engine)
     install_auth(app, ApiAuth(mode, tokens), TenantClients(settings, app.state.client))
     app.add_middleware(RequestLimits, settings=settings, buckets=rate_buckets)
-    app.include_router(build_router())
+    lifetime_s = settings.results_url_ttl_s
+    # signed locally (presigned, or by farmweb.images' key): no request per image
+    app.include_router(build_router(lambda key: context.results.url(key, lifetime_s)))
     app.include_router(spend.build_router())
     install_error_handlers(app)
     outage.install(app)
