@@ -24,10 +24,30 @@ JOBS = 50
 SIMULATOR_KEY = "integration-key"
 
 
+# the simulator's older readings of Runware's answers, where its default is what
+# runware-sdk 1.8.0 reads (simulator/settings.py, ShapeSettings)
+OLD_SHAPES = (
+    "--failed-items",
+    "errors",
+    "--ack-body",
+    "empty",
+    "--no-progress",
+    "--cost",
+    "always",
+    "--webhook-body",
+    "wrapped",
+)
+
+
 @dataclass(frozen=True)
 class Backend:
     broker: str
     store: str
+    shapes: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.broker}-broker-{self.store}-store" + ("-old-shapes" if self.shapes else "")
 
 
 BACKENDS = [
@@ -35,6 +55,8 @@ BACKENDS = [
     Backend("redis", "postgres"),
     Backend("redis", "sqlite"),
     Backend("sqlite", "sqlite"),
+    # the shapes touch only the simulator's answers: one broker and store pair proves them
+    Backend("redis", "sqlite", OLD_SHAPES),
 ]
 
 
@@ -43,13 +65,14 @@ class RunningFarm:
     settings: Settings
     simulator_url: str
     web_url: str
+    backend: Backend
 
     def charged(self) -> Decimal:
         stats = httpx.get(f"{self.simulator_url}/_sim/stats", timeout=5).json()
         return Decimal(stats["charged_usd_exact"])
 
 
-@pytest.fixture(params=BACKENDS, ids=lambda b: f"{b.broker}-broker-{b.store}-store")
+@pytest.fixture(params=BACKENDS, ids=lambda b: b.name)
 def farm(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningFarm]:
     backend: Backend = request.param
     with ExitStack() as stack:
@@ -63,13 +86,13 @@ def farm(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningFarm
         pipeline = start_pipeline(
             farm,
             api_key=SIMULATOR_KEY,
-            simulator_flags=("--fast-images", *latency),
+            simulator_flags=("--fast-images", *latency, *backend.shapes),
             worker_name="worker-a",
             broker_url=broker_url,
             database_url=database_url,
             webhook_secret="integration-secret",
         )
-        yield RunningFarm(pipeline.settings, pipeline.simulator_url, pipeline.web_url)
+        yield RunningFarm(pipeline.settings, pipeline.simulator_url, pipeline.web_url, backend)
 
 
 def test_fifty_jobs_succeed_with_every_image_and_cost_the_simulator_charged(
@@ -103,3 +126,8 @@ def test_fifty_jobs_succeed_with_every_image_and_cost_the_simulator_charged(
         assert job.cost_usd == sum(image.cost_usd or Decimal(0) for image in job.images)
     assert any(job.number_results > 1 for job in jobs)
     assert sum((job.cost_usd for job in jobs), Decimal(0)) == farm.charged()
+    shapes = httpx.get(f"{farm.simulator_url}/_sim/shapes", timeout=5).json()
+    old = bool(farm.backend.shapes)
+    assert (shapes["ack_body"], shapes["webhook_body"]) == (
+        ("empty", "wrapped") if old else ("echo", "flat")
+    )
