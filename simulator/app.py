@@ -37,8 +37,11 @@ async def submit(request: Request) -> Response:
     try:
         body = await read_body(request, settings.max_body_bytes)
         tasks = parse_tasks(request.headers.get("content-type", ""), body)
-        tasks = authenticate(request.headers.get("authorization", ""), tasks, settings.api_keys)
-        answer = await simulator.submit(tasks, settings.public_base_url or str(request.base_url))
+        key, tasks = authenticate(
+            request.headers.get("authorization", ""), tasks, settings.api_keys
+        )
+        base_url = settings.public_base_url or str(request.base_url)
+        answer = await simulator.submit(tasks, base_url, key)
         await simulator.hold(answer)
     except RequestRejected as rejected:
         simulator.count_rejected(rejected)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 from starlette.requests import Request
@@ -92,7 +92,7 @@ def parse_task_array(body: bytes) -> list[dict[str, Any]]:
     return payload
 
 
-def key_is_valid(key: Any, valid_keys: tuple[str, ...]) -> bool:
+def key_is_valid(key: Any, valid_keys: tuple[str, ...]) -> TypeGuard[str]:
     """Whether `key` is one of the configured keys, compared in constant time."""
     if not isinstance(key, str):
         return False
@@ -100,10 +100,17 @@ def key_is_valid(key: Any, valid_keys: tuple[str, ...]) -> bool:
     return any(hmac.compare_digest(presented, valid.encode()) for valid in valid_keys)
 
 
+def key_label(key: str, valid_keys: tuple[str, ...]) -> str:
+    """How stats name a valid key: its position among the configured keys, from 1, so the
+    key itself never appears in an answer."""
+    return str(valid_keys.index(key) + 1)
+
+
 def authenticate(
     authorization: str, tasks: list[dict[str, Any]], valid_keys: tuple[str, ...]
-) -> list[dict[str, Any]]:
-    """Check the leading authentication task or else the Bearer header; return the other tasks."""
+) -> tuple[str, list[dict[str, Any]]]:
+    """Check the leading authentication task or else the Bearer header; return the key's
+    label (key_label) and the other tasks."""
     if tasks[0].get("taskType") == AUTH_TASK:
         key = tasks[0].get("apiKey")
         tasks = tasks[1:]
@@ -112,7 +119,7 @@ def authenticate(
         key = token.strip() if scheme.lower() == "bearer" else None
     if not key_is_valid(key, valid_keys):
         raise invalid_key()
-    return tasks
+    return key_label(key, valid_keys), tasks
 
 
 def invalid_key() -> RequestRejected:

@@ -70,8 +70,9 @@ class Simulator:
     def count_rejected(self, rejected: RequestRejected) -> None:
         self.stats.submits_rejected.update(error["code"] for error in rejected.errors)
 
-    async def submit(self, tasks: list[dict[str, Any]], base_url: str) -> Answer:
-        """Run every task of one authenticated request; RequestRejected fails it whole."""
+    async def submit(self, tasks: list[dict[str, Any]], base_url: str, key: str) -> Answer:
+        """Run every task of one request authenticated with the key labelled `key`;
+        RequestRejected fails it whole."""
         if len(tasks) > self.settings.max_tasks_per_request:
             raise RequestRejected.single(
                 400,
@@ -87,7 +88,9 @@ class Simulator:
         for task in tasks:
             task_type = task.get("taskType")
             if task_type == TASK_TYPE:
-                status, task_errors = self._accept(task, base_url, in_request, accepted, answer)
+                status, task_errors = self._accept(
+                    task, base_url, key, in_request, accepted, answer
+                )
             elif task_type in LOOKUPS:
                 status, task_errors = self._lookup(task, answer, details=task_type != "getResponse")
             else:
@@ -147,6 +150,7 @@ class Simulator:
         self,
         task: dict[str, Any],
         base_url: str,
+        key: str,
         in_request: set[str],
         accepted: list[Task],
         answer: Answer,
@@ -171,8 +175,13 @@ class Simulator:
             )
         if request is None:
             return 400, task_errors
+        limit = self.faults.current.max_in_flight_per_key
+        if limit and self.registry.in_flight[key] >= limit:
+            # BFL refuses a key's task above its in-flight limit; Runware passes the 429 on
+            message = f"At most {limit} tasks may be in flight per API key."
+            return 429, [task_error("rateLimitExceeded", message, task)]
         in_request.add(request.task_uuid)
-        accepted_task = self.registry.accept(request, task, base_url)
+        accepted_task = self.registry.accept(request, task, base_url, key)
         accepted.append(accepted_task)
         if accepted_task.acknowledged and self.shapes.current.ack_body == "echo":
             answer.data.append({"taskType": TASK_TYPE, "taskUUID": request.task_uuid})

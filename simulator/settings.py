@@ -120,6 +120,9 @@ class FaultSettings(_Tunable):
     webhook_reorder_max_s: float = _setting(
         0.0, "random extra delay 0..N s before each webhook, so they arrive out of order"
     )
+    max_in_flight_per_key: int = _setting(
+        0, "tasks one API key may have accepted and unfinished; above it 429 (0: no limit)"
+    )
 
     def __post_init__(self) -> None:
         _check_choice("latency_dist", self.latency_dist, LATENCY_DISTRIBUTIONS)
@@ -134,6 +137,8 @@ class FaultSettings(_Tunable):
             raise ValueError("latency_min_s must not exceed latency_max_s")
         if self.safety_block_first < 0:
             raise ValueError("safety_block_first must not be negative")
+        if self.max_in_flight_per_key < 0:
+            raise ValueError("max_in_flight_per_key must not be negative")
 
 
 @dataclass(frozen=True)

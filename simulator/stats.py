@@ -37,6 +37,8 @@ class Stats:
     ws_frames_replayed: int = 0
     submits_rejected: Counter[str] = field(default_factory=Counter)
     charged_usd: Decimal = Decimal(0)
+    # the most tasks each key (by envelope.key_label) ever had accepted and not finished
+    max_in_flight_per_key: dict[str, int] = field(default_factory=dict)
 
     def reset(self) -> None:
         fresh = Stats()
@@ -65,4 +67,5 @@ class Stats:
             "submits_rejected": dict(self.submits_rejected),
             "charged_usd": round(float(self.charged_usd), 6),
             "charged_usd_exact": plain(self.charged_usd),
+            "max_in_flight_per_key": dict(self.max_in_flight_per_key),
         }

@@ -8,7 +8,7 @@ import base64
 import random
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -78,6 +78,8 @@ class Task:
     charged_usd: Decimal = Decimal(0)
     remaining: int = 0
     finished_at: float | None = None
+    # the label of the API key that submitted it (envelope.key_label)
+    key: str = ""
 
     def results(self, shapes: ShapeSettings) -> tuple[list[dict[str, Any]], list[ErrorDict]]:
         """A finished task as a sync answer or getTaskDetails carries it: failed images
@@ -161,6 +163,8 @@ class TaskRegistry:
         self.stats = stats
         self.rng = rng
         self.tasks: dict[str, Task] = {}
+        # accepted and not yet finished, per key label
+        self.in_flight: Counter[str] = Counter()
         # UUIDs outlive evicted tasks: a late resubmit must still meet conflictTaskUUID.
         self.seen: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
@@ -175,8 +179,11 @@ class TaskRegistry:
     def get(self, task_uuid: str) -> Task | None:
         return self.tasks.get(task_uuid)
 
-    def accept(self, request: ImageRequest, original: dict[str, Any], base_url: str) -> Task:
-        """Register a validated task and start generating its images; `base_url` roots imageURL."""
+    def accept(
+        self, request: ImageRequest, original: dict[str, Any], base_url: str, key: str
+    ) -> Task:
+        """Register a validated task of the key labelled `key` and start generating its
+        images; `base_url` roots imageURL."""
         seeds = image_seeds(request.seed, request.number_results, self.rng)
         acknowledged = request.delivery_method == "async" or (
             request.webhook_url is not None and self.shapes.current.sync_webhook == "ack"
@@ -188,7 +195,11 @@ class TaskRegistry:
             generations=[Generation(seed=seed) for seed in seeds],
             acknowledged=acknowledged,
             remaining=len(seeds),
+            key=key,
         )
+        self.in_flight[key] += 1
+        most = self.stats.max_in_flight_per_key
+        most[key] = max(most.get(key, 0), self.in_flight[key])
         self.tasks[request.task_uuid] = task
         self.seen.add(request.task_uuid)
         self.stats.tasks_accepted += 1
@@ -286,6 +297,7 @@ class TaskRegistry:
         generation.finished.set()
         task.remaining -= 1
         if task.remaining == 0:
+            self.in_flight[task.key] -= 1
             task.finished_at = time.monotonic()
             self._finished.append((task.finished_at, task.request.task_uuid))
             task.done.set()
@@ -301,6 +313,7 @@ class TaskRegistry:
         for background in list(self._background):
             background.cancel()
         self.tasks.clear()
+        self.in_flight.clear()
         self.seen.clear()
         self._finished.clear()
         self.store.clear()

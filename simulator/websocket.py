@@ -16,7 +16,14 @@ from typing import Any
 
 from starlette.websockets import WebSocket
 
-from simulator.envelope import AUTH_TASK, invalid_key, key_is_valid, parse_task_array, task_error
+from simulator.envelope import (
+    AUTH_TASK,
+    invalid_key,
+    key_is_valid,
+    key_label,
+    parse_task_array,
+    task_error,
+)
 from simulator.errors import RequestRejected
 from simulator.service import Simulator, timed_out
 from simulator.sessions import Connection, Session
@@ -59,6 +66,8 @@ class _Conversation:
         self.connection = connection
         self.base_url = simulator.settings.public_base_url or http_base
         self.session: Session | None = None
+        # the label (key_label) of the key this connection authenticated with
+        self.key = ""
 
     async def run(self) -> None:
         settings = self.simulator.settings
@@ -116,7 +125,8 @@ class _Conversation:
 
     async def authenticate(self, task: dict[str, Any]) -> None:
         simulator = self.simulator
-        if not key_is_valid(task.get("apiKey"), simulator.settings.api_keys):
+        key = task.get("apiKey")
+        if not key_is_valid(key, simulator.settings.api_keys):
             rejected = invalid_key()
             simulator.count_rejected(rejected)
             await self.connection.send_frame({"errors": rejected.errors})
@@ -125,6 +135,7 @@ class _Conversation:
             simulator.sessions.detach(self.session, self.connection)
         session = simulator.sessions.attach(task.get("connectionSessionUUID"), self.connection)
         self.session = session
+        self.key = key_label(key, simulator.settings.api_keys)
         reply = {"taskType": AUTH_TASK, "connectionSessionUUID": session.uuid}
         await self.connection.send_frame({"data": [reply]})
         await session.replay(self.connection)
@@ -145,7 +156,7 @@ class _Conversation:
     async def submit(self, session: Session, tasks: list[dict[str, Any]]) -> None:
         simulator = self.simulator
         try:
-            answer = await simulator.submit(tasks, self.base_url)
+            answer = await simulator.submit(tasks, self.base_url, self.key)
         except RequestRejected as rejected:
             simulator.count_rejected(rejected)
             await session.send({"errors": rejected.errors})

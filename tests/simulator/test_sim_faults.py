@@ -227,3 +227,24 @@ def test_sync_request_held_too_long_is_504_while_the_task_finishes() -> None:
         assert (error["code"], error["taskUUID"]) == ("requestTimeout", task["taskUUID"])
         wait_until(lambda: sim.task(task["taskUUID"])["status"] == "done")
         assert sim.stats()["images_generated"] == 1
+
+
+def test_a_key_over_its_in_flight_limit_is_refused_until_its_tasks_finish(
+    fresh: SimulatorHandle,
+) -> None:
+    fresh.set_faults(max_in_flight_per_key=3, latency_s=0.5)
+    tasks = [image_task(deliveryMethod="async") for _ in range(5)]
+    response = httpx.post(fresh.api_url, json=tasks, headers=HEADERS)
+    refused = {error["taskUUID"] for error in response.json()["errors"]}
+    assert refused == {task["taskUUID"] for task in tasks[3:]}
+    assert {e["code"] for e in response.json()["errors"]} == {"rateLimitExceeded"}
+    assert fresh.stats()["max_in_flight_per_key"] == {"1": 3}
+
+    def finished(task: dict[str, Any]) -> bool:
+        return bool(lookup(fresh, task["taskUUID"]).json()["data"][0].get("imageUUID"))
+
+    wait_until(lambda: all(finished(task) for task in tasks[:3]))
+    again = httpx.post(fresh.api_url, json=tasks[3:], headers=HEADERS)
+    assert again.status_code == 200
+    stats = fresh.stats()
+    assert (stats["tasks_accepted"], stats["max_in_flight_per_key"]) == (5, {"1": 3})
