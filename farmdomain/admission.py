@@ -1,7 +1,8 @@
 """Admission: which waiting jobs go to Runware next, and how many may be in flight at once.
 
-The design of admission (issue #16). This module holds its part without I/O, the order
-and the limit; the store's count and the dispatcher are built on it as described:
+This module holds the part of admission without I/O: the order (`FairShare`) and the
+limit (`AdaptiveLimit`). The store's count and the dispatcher that will use them are
+designed as follows and not built yet; until they are, workers submit what they hold.
 
 - **The count lives in the store.** A job holds one unit of its Runware key's capacity
   from the `queued -> submitting` claim to its terminal transition. The claim is one
