@@ -17,6 +17,7 @@ from farmdomain.settings import Settings
 from jobstore.bodies import record
 from runware_edge.bodies import parse_body
 from runware_edge.client import inference_task
+from runware_edge.wire import InferenceTask
 from worker.app import FarmCelery, create_app
 
 BLOCKING_TASK = "bench.blocking"
@@ -28,7 +29,10 @@ def render_blocking(task: Task[Any, Any], job_id: str) -> None:
     job = context.store.claim(job_id, 0)
     if job is None:
         return
-    request = {**inference_task(job.task_uuid, job.request, ""), "deliveryMethod": "sync"}
+    request: InferenceTask = {
+        **inference_task(job.task_uuid, job.request, ""),
+        "deliveryMethod": "sync",
+    }
     del request["webhookURL"]
     items = context.runware.submit(request)
     record(context.store, parse_body({"data": items}), "sync")

@@ -7,7 +7,7 @@ import email.utils
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import orjson
@@ -25,19 +25,21 @@ from farmdomain.text import escaped
 from runware_edge import instrumentation
 from runware_edge.bodies import first_parameter
 from runware_edge.codes import ALREADY_ACCEPTED, reason_for_code
+from runware_edge.wire import ErrorBody, GetResponseTask, InferenceTask, ResultItem
 
 
 def inference_task(
     task_uuid: str, params: dict[str, Any], webhook_url: str, *, ttl_s: int | None = None
-) -> dict[str, Any]:
+) -> InferenceTask:
     """The imageInference task for one job: async, with cost, results by webhook; an
     imageURL kept `ttl_s` seconds unless the caller asked for a ttl of its own."""
     # ttl only applies to URL output; Runware refuses it with the others
     url_output = params.get("outputType", "URL") == "URL"
     lifetime = {"ttl": ttl_s} if ttl_s is not None and url_output and "ttl" not in params else {}
+    # the params passed the request schema: they are the task's own fields
+    fields = cast(InferenceTask, {**params, **lifetime})
     return {
-        **params,
-        **lifetime,
+        **fields,
         "taskType": "imageInference",
         "taskUUID": task_uuid,
         "model": MODEL_ID,
@@ -61,7 +63,7 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
-def _items(body: Any, status: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _items(body: Any, status: int) -> tuple[list[ResultItem], list[ErrorBody]]:
     """An answer's (data, errors). A 2xx answer may be a bare list of items, a refusal a bare
     list of errors; a failed item inside `data` ({status: error, error: {...}}) is an error of
     its task; an {error: {...}, taskUUID} envelope lends the error its taskUUID."""
@@ -76,12 +78,18 @@ def _items(body: Any, status: int) -> tuple[list[dict[str, Any]], list[dict[str,
             found = {"taskUUID": body["taskUUID"], **found}
         if isinstance(found, dict):
             found = [found]
-    items = [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
-    errors = [e for e in found if isinstance(e, dict)] if isinstance(found, list) else []
+    # JSON objects from Runware: each is read field by field, checked where it is used
+    items = cast(
+        list[ResultItem], [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
+    )
+    errors = cast(
+        list[ErrorBody],
+        [e for e in found if isinstance(e, dict)] if isinstance(found, list) else [],
+    )
     for item in items:
         if item.get("status") == "error":
             nested = item.get("error")
-            own = nested if isinstance(nested, dict) else {}
+            own: ErrorBody = nested if isinstance(nested, dict) else {}
             errors.append({**own, "taskUUID": item.get("taskUUID") or own.get("taskUUID")})
     return [d for d in items if d.get("status") != "error"], errors
 
@@ -103,7 +111,7 @@ class RunwareClient:
     def close(self) -> None:
         self._http.close()
 
-    def submit(self, task: dict[str, Any]) -> list[dict[str, Any]]:
+    def submit(self, task: InferenceTask) -> list[ResultItem]:
         """POST one task; returns the acknowledgement's data items.
 
         Raises TransientProviderError (retry with the same taskUUID) or
@@ -115,7 +123,7 @@ class RunwareClient:
             raise failure
         return batch.data
 
-    def submit_batch(self, tasks: list[dict[str, Any]]) -> SubmittedBatch:
+    def submit_batch(self, tasks: list[InferenceTask]) -> SubmittedBatch:
         """POST several tasks in one request; each task's outcome is judged on its own.
 
         Items are matched by taskUUID, never by position. A task the answer leaves in doubt
@@ -151,7 +159,8 @@ class RunwareClient:
         only failures to ask at all are raised.
         """
         try:
-            answer = self._post([{"taskType": "getResponse", "taskUUID": task_uuid}])
+            poll: GetResponseTask = {"taskType": "getResponse", "taskUUID": task_uuid}
+            answer = self._post([poll])
         except _Unanswered as exc:
             raise exc.failure(task_uuid) from exc.__cause__
         exchange = answer.for_task(task_uuid)
@@ -159,7 +168,7 @@ class RunwareClient:
             raise exchange.failure(task_uuid)
         return exchange
 
-    def _post(self, tasks: list[dict[str, Any]]) -> Exchange:
+    def _post(self, tasks: list[InferenceTask] | list[GetResponseTask]) -> Exchange:
         headers = {
             "Authorization": f"Bearer {self._api_key.get_secret_value()}",
             "Content-Type": "application/json",
@@ -208,7 +217,7 @@ class SubmittedBatch:
     acknowledgement's data items."""
 
     failures: dict[str, ProviderError]
-    data: list[dict[str, Any]]
+    data: list[ResultItem]
 
 
 @dataclass(frozen=True)
@@ -217,8 +226,8 @@ class Exchange:
     `for_task`, for one of them."""
 
     status: int
-    data: list[dict[str, Any]]
-    errors: list[dict[str, Any]]
+    data: list[ResultItem]
+    errors: list[ErrorBody]
     retry_after: float | None
 
     def for_task(self, task_uuid: str) -> Exchange:

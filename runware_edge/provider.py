@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from runware_edge.client import Exchange, SubmittedBatch
+from runware_edge.wire import InferenceTask, ResultItem
 
 
 class Provider(Protocol):
     """Runware as the worker and the reaper use it; `RunwareClient` is the real one."""
 
-    def submit(self, task: dict[str, Any]) -> list[dict[str, Any]]:
+    def submit(self, task: InferenceTask) -> list[ResultItem]:
         """One task in its own request; the answer's items."""
         ...
 
-    def submit_batch(self, tasks: list[dict[str, Any]]) -> SubmittedBatch:
+    def submit_batch(self, tasks: list[InferenceTask]) -> SubmittedBatch:
         """Several tasks in one request; each judged on its own answer."""
         ...
 
