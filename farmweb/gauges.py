@@ -20,6 +20,7 @@ from farmdomain.broker import SUBMIT_QUEUE, celery_config
 from farmdomain.jobs import JobState
 from farmdomain.metrics import PREFIX, STATE_CACHE_S, FarmMetrics
 from farmdomain.settings import Settings
+from jobstore.copies import ResultCopies
 from jobstore.schema import jobs
 
 log = structlog.get_logger(__name__)
@@ -32,6 +33,8 @@ class FarmState:
     jobs_in_state: dict[str, int]
     oldest_queued_age_s: float
     queue_depth: dict[str, int]
+    # the oldest result whose image is neither kept nor given up on
+    oldest_unstored_age_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -52,10 +55,12 @@ def read_farm_state(engine: Engine, broker_depth: Callable[[], dict[str, int]]) 
         oldest = conn.execute(
             select(func.min(jobs.c.created_at)).where(jobs.c.state == JobState.QUEUED.value)
         ).scalar()
+    unstored = ResultCopies(engine).oldest_not_stored()
     return FarmState(
         jobs_in_state={state.value: int(counts.get(state.value, 0)) for state in JobState},
         oldest_queued_age_s=max(0.0, (now - oldest).total_seconds()) if oldest else 0.0,
         queue_depth=broker_depth(),
+        oldest_unstored_age_s=max(0.0, (now - unstored).total_seconds()) if unstored else 0.0,
     )
 
 
@@ -140,6 +145,11 @@ class FarmStateCollector(Collector):
             "The daily budget the budget alert compares the last 24 h to (a setting).",
             value=self._settings.spend_daily_budget_usd,
         )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_runware_ttl_seconds",
+            "How long Runware keeps an image URL (a setting): the copy alert fires at half.",
+            value=self._settings.runware_ttl_s,
+        )
 
     def describe(self) -> Iterator[Metric]:
         # registering must not query the store
@@ -157,6 +167,11 @@ def _state_gauges(state: FarmState) -> Iterator[Metric]:
         f"{PREFIX}_oldest_queued_job_age_seconds",
         "Age of the oldest job still queued; 0 when none is.",
         value=state.oldest_queued_age_s,
+    )
+    yield GaugeMetricFamily(
+        f"{PREFIX}_oldest_unstored_result_age_seconds",
+        "Age of the oldest result whose image is not yet kept (nor given up on); 0 when none.",
+        value=state.oldest_unstored_age_s,
     )
     depth = GaugeMetricFamily(
         f"{PREFIX}_broker_queue_depth", "Messages ready on the broker.", labels=["queue"]

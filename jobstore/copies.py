@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, or_, select, tuple_, update
+from sqlalchemy import Engine, and_, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from farmdomain.values import BodyRecorded, ParsedBody, ResultOutcome, utcnow
@@ -212,6 +212,23 @@ class ResultCopies:
         )
         with translated_errors(), self.engine.connect() as conn:
             return [(row.task_uuid, row.image_uuid) for row in conn.execute(query).all()]
+
+    def oldest_not_stored(self) -> datetime | None:
+        """When the oldest result whose image is neither kept nor given up on arrived."""
+        query = (
+            select(func.min(results.c.received_at))
+            .outerjoin(
+                result_copies,
+                and_(
+                    result_copies.c.task_uuid == results.c.task_uuid,
+                    result_copies.c.image_uuid == results.c.image_uuid,
+                ),
+            )
+            .where(result_copies.c.stored_at.is_(None), result_copies.c.given_up_at.is_(None))
+        )
+        with translated_errors(), self.engine.connect() as conn:
+            found: datetime | None = conn.execute(query).scalar()
+        return found
 
     def of_job(self, job_id: str) -> dict[str, CopyState]:
         """The copies of a job's results, by imageUUID."""

@@ -81,7 +81,9 @@ class Copier:
 
     def copy(self, order: CopyOrder) -> Copied:
         started = time.perf_counter()
-        with structlog.contextvars.bound_contextvars(job_id=order.job_id, image=order.image_uuid):
+        with structlog.contextvars.bound_contextvars(
+            job_id=order.job_id, task_uuid=order.task_uuid, image=order.image_uuid
+        ):
             try:
                 kept, written = self._keep(order)
             except DownloadRefused as exc:
@@ -93,22 +95,20 @@ class Copier:
             except CopyRetry as exc:
                 return self._failed(order, exc.reason, str(exc), retry=True)
             recorded = self.copies.stored(order, kept)
-        elapsed = time.perf_counter() - started
-        store = self.results.kind
-        if written:
-            metrics().images_stored.labels(store).inc()
-            metrics().image_bytes_stored.labels(store).inc(kept.size)
-        metrics().image_copy.labels(store).observe(elapsed)
-        log.info(
-            "image.stored",
-            job_id=order.job_id,
-            image=order.image_uuid,
-            key=kept.key,
-            bytes=kept.size,
-            written=written,
-            recorded=recorded,
-            duration_ms=round(elapsed * 1000, 1),
-        )
+            elapsed = time.perf_counter() - started
+            store = self.results.kind
+            if written:
+                metrics().images_stored.labels(store).inc()
+                metrics().image_bytes_stored.labels(store).inc(kept.size)
+            metrics().image_copy.labels(store).observe(elapsed)
+            log.info(
+                "image.stored",
+                key=kept.key,
+                bytes=kept.size,
+                written=written,
+                recorded=recorded,
+                duration_ms=round(elapsed * 1000, 1),
+            )
         return Copied(order, kept, written)
 
     def _keep(self, order: CopyOrder) -> tuple[Kept, bool]:
