@@ -15,6 +15,20 @@ from simulator.settings import SimulatorSettings
 
 STARTUP_TIMEOUT_S = 10.0
 
+# the command-line flags for the older readings of Runware's answers, where the defaults are
+# what runware-sdk 1.8.0 reads (settings.ShapeSettings)
+OLD_SHAPE_FLAGS = (
+    "--failed-items",
+    "errors",
+    "--ack-body",
+    "empty",
+    "--no-progress",
+    "--cost",
+    "always",
+    "--webhook-body",
+    "wrapped",
+)
+
 
 @dataclass(frozen=True)
 class SimulatorHandle:

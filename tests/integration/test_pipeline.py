@@ -16,27 +16,13 @@ from farmdomain.settings import Settings
 from fluxfarm.demo import demo_requests
 from fluxfarm.processes import Farm, start_pipeline
 from producers.client import FluxfarmClient
+from simulator.testing import OLD_SHAPE_FLAGS
 from tests.services import fresh_postgres_database
 
 pytestmark = pytest.mark.integration
 
 JOBS = 50
 SIMULATOR_KEY = "integration-key"
-
-
-# the simulator's older readings of Runware's answers, where its default is what
-# runware-sdk 1.8.0 reads (simulator/settings.py, ShapeSettings)
-OLD_SHAPES = (
-    "--failed-items",
-    "errors",
-    "--ack-body",
-    "empty",
-    "--no-progress",
-    "--cost",
-    "always",
-    "--webhook-body",
-    "wrapped",
-)
 
 
 @dataclass(frozen=True)
@@ -56,7 +42,7 @@ BACKENDS = [
     Backend("redis", "sqlite"),
     Backend("sqlite", "sqlite"),
     # the shapes touch only the simulator's answers: one broker and store pair proves them
-    Backend("redis", "sqlite", OLD_SHAPES),
+    Backend("redis", "sqlite", OLD_SHAPE_FLAGS),
 ]
 
 

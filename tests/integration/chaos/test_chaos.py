@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from fluxfarm.processes import Child
+from simulator.testing import OLD_SHAPE_FLAGS
 from tests.integration.chaos.crashing_worker import hits
 from tests.integration.chaos.harness import ChaosFarm, ChaosResult, chaos_farm, run_scenario
 from tests.private_servers import PrivatePostgres, PrivateRabbitMQ, PrivateRedis
@@ -180,8 +181,15 @@ def test_webhook_receiver_down_until_results_come_by_polling(
     _assert_held(result, report, polled, "results by polling (`source: poll`)")
 
 
+# the one scenario run again with the simulator's older answer shapes: it meets every one
+# of them (acknowledgements, webhook bodies, results and errors by polling)
+@pytest.mark.parametrize("shapes", [(), OLD_SHAPE_FLAGS], ids=["sdk-shapes", "old-shapes"])
 def test_dropped_duplicated_and_reordered_webhooks(
-    tmp_path: Path, postgres: str, redis_broker: PrivateRedis, report: Reporter
+    tmp_path: Path,
+    postgres: str,
+    redis_broker: PrivateRedis,
+    report: Reporter,
+    shapes: tuple[str, ...],
 ) -> None:
     flags = (
         "--webhook-drop-share",
@@ -190,12 +198,14 @@ def test_dropped_duplicated_and_reordered_webhooks(
         "0.2",
         "--webhook-reorder-max-s",
         "1.5",
+        *shapes,
     )
     with chaos_farm(
         tmp_path, broker_url=redis_broker.url, database_url=postgres, simulator_flags=flags
     ) as chaos:
+        older = ", older answer shapes" if shapes else ""
         result = run_scenario(
-            "webhooks 20 % dropped, 20 % duplicated, reordered", chaos, lambda _chaos: None
+            f"webhooks 20 % dropped, 20 % duplicated, reordered{older}", chaos, lambda _c: None
         )
         stats = chaos.stats()
     assert stats["webhooks_duplicated"] > 0
