@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, or_, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, and_, func, or_, select, tuple_, update
 
 from farmdomain.values import BodyRecorded, ParsedBody, ResultOutcome, utcnow
+from jobstore import dialects
 from jobstore.schema import jobs, result_copies, results
 from jobstore.statements import translated_errors
 
@@ -139,7 +139,7 @@ class ResultCopies:
             "updated_at": now,
         }
         with translated_errors(), self.engine.begin() as conn:
-            written = conn.execute(self._upsert(conn.dialect.name, order, values)).first()
+            written = conn.execute(self._upsert(conn, order, values)).first()
             if written is None:
                 return False
             # the bytes are in the results store now: the database keeps only their digest
@@ -164,19 +164,22 @@ class ResultCopies:
             "updated_at": now,
         }
         with translated_errors(), self.engine.begin() as conn:
-            row = conn.execute(self._upsert(conn.dialect.name, order, values)).first()
+            row = conn.execute(self._upsert(conn, order, values)).first()
         return int(row.attempts) if row is not None else order.attempts
 
-    def _upsert(self, dialect: str, order: CopyOrder, values: dict[str, Any]) -> Any:
+    def _upsert(self, conn: Connection, order: CopyOrder, values: dict[str, Any]) -> Any:
         """INSERT the copy row of `order` with `values`, or UPDATE it if it exists; one
         attempt more either way; RETURNING the attempts, nothing if the image is kept."""
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        statement = insert(result_copies).values(
-            task_uuid=order.task_uuid,
-            image_uuid=order.image_uuid,
-            job_id=order.job_id,
-            attempts=1,
-            **values,
+        statement = (
+            dialects.of(conn)
+            .insert(result_copies)
+            .values(
+                task_uuid=order.task_uuid,
+                image_uuid=order.image_uuid,
+                job_id=order.job_id,
+                attempts=1,
+                **values,
+            )
         )
         return statement.on_conflict_do_update(
             index_elements=[result_copies.c.task_uuid, result_copies.c.image_uuid],

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Engine,
     Row,
     String,
+    Table,
     Text,
     bindparam,
     create_engine,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy import Dialect as SQLDialect
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.types import TypeEngine
@@ -246,6 +248,9 @@ class PostgreSQL:
         received_at: datetime,
     ) -> list[Step]:
         return _record_in_one_statement(conn, distinct, source, received_at)
+
+    def insert(self, table: Table) -> Any:
+        return postgresql.insert(table)
 
     def utc_day(self, column: ColumnElement[datetime]) -> ColumnElement[str]:
         return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, Connection, Engine, Row
+from sqlalchemy import ColumnElement, Connection, Engine, Row, Table
 
 from farmdomain.values import IncomingResult
 
@@ -47,6 +47,10 @@ class Dialect(Protocol):
         its job and complete the job with its last image; one Step per result, in order.
 
         Lateness is decided by the job's state before the batch, for all of its results."""
+        ...
+
+    def insert(self, table: Table) -> Any:
+        """An INSERT of `table` that can take ON CONFLICT DO UPDATE / DO NOTHING."""
         ...
 
     def utc_day(self, column: ColumnElement[datetime]) -> ColumnElement[str]:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Row,
+    Table,
     bindparam,
     case,
     create_engine,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects import sqlite
 
 from farmdomain.jobs import IN_FLIGHT_STATES, TERMINAL_STATES, JobState
 from farmdomain.values import IncomingResult, to_micros
@@ -163,6 +165,9 @@ class SQLite:
     ) -> list[Step]:
         before_batch: dict[str, str] = {}
         return [_in_steps(conn, r, source, received_at, before_batch) for r in distinct]
+
+    def insert(self, table: Table) -> Any:
+        return sqlite.insert(table)
 
     def utc_day(self, column: ColumnElement[datetime]) -> ColumnElement[str]:
         # the UTC timestamp is kept as ISO text
