@@ -11,6 +11,7 @@ import base64
 import random
 import secrets
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -41,6 +42,60 @@ class CallbackStatus(StrEnum):
     DEAD = "dead"
     # the endpoint answered 410 Gone: nothing more is sent to it for this event
     GONE = "gone"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One delivery attempt: when, the answer's status (None: none came), how long it
+    took, and the first characters of the answer or why there was none."""
+
+    at: datetime
+    status_code: int | None
+    latency_ms: float
+    answer: str
+    error: str | None
+
+    @property
+    def delivered(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+    @property
+    def gone(self) -> bool:
+        """410 Gone: the endpoint says it will never take this again."""
+        return self.status_code == 410
+
+
+@dataclass(frozen=True)
+class CallbackEvent:
+    """A job's terminal event as the outbox holds it, and how its delivery stands."""
+
+    job_id: str
+    tenant: str
+    url: str
+    type: str
+    status: CallbackStatus
+    # attempts since the schedule last (re)started: the position in the schedule
+    tries: int
+    created_at: datetime
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+    body: bytes | None
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def webhook_id(self) -> str:
+        return event_id(self.job_id)
+
+
+def outcome(attempt: Attempt, schedule: Sequence[float], tries: int) -> tuple[CallbackStatus, float | None]:
+    """What an attempt, the `tries`th of the schedule, leaves the event as, and in how many
+    seconds the next attempt is due (None: no next one)."""
+    if attempt.delivered:
+        return CallbackStatus.DELIVERED, None
+    if attempt.gone:
+        return CallbackStatus.GONE, None
+    delay = retry_delay_s(schedule, tries)
+    return (CallbackStatus.DEAD, None) if delay is None else (CallbackStatus.PENDING, delay)
 
 
 def event_id(job_id: str) -> str:

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -73,6 +75,8 @@ jobs = Table(
     Column("failure_message", Text),
     Column("failure_parameter", String(128)),
     Column("retry_of", String(36), ForeignKey("jobs.id")),
+    # where the job's terminal event is POSTed (farmdomain.callbacks); None: nowhere
+    Column("callback_url", Text),
     UniqueConstraint("tenant", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
     Index("ix_jobs_state_updated_at", "state", "updated_at"),
     Index("ix_jobs_claimed_at", "claimed_at"),
@@ -141,3 +145,133 @@ api_tokens = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime),
 )
+
+
+# -- callbacks: each tenant's signing secrets, the outbox and every delivery attempt ------
+
+callback_secrets = Table(
+    "callback_secrets",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant", String(64), nullable=False, index=True),
+    # kept as given, since signing needs it: whoever reads this table can sign callbacks
+    Column("secret", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    # None: the tenant's current secret; else it signs until then (a rotation's overlap)
+    Column("retires_at", UTCDateTime),
+    # one current secret per tenant, even when two processes create it at once
+    Index(
+        "uq_callback_secrets_current",
+        "tenant",
+        unique=True,
+        postgresql_where=text("retires_at IS NULL"),
+        sqlite_where=text("retires_at IS NULL"),
+    ),
+)
+
+# One row per terminal job with a callbackUrl, written by a trigger on `jobs` in the
+# transition's own statement (migration 0005_callback_events).
+callback_events = Table(
+    "callback_events",
+    metadata,
+    Column("job_id", String(36), ForeignKey("jobs.id"), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    # attempts made since the schedule last (re)started: its position in the schedule
+    Column("tries", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    # when an attempt is next due; while one runs, when its lease ends
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime),
+    # the signed body, fixed at the first attempt so that every attempt sends the same
+    Column("body", Text),
+    Index("ix_callback_events_status_next_attempt_at", "status", "next_attempt_at"),
+    Index("ix_callback_events_created_at", "created_at"),
+)
+
+callback_attempts = Table(
+    "callback_attempts",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("job_id", String(36), ForeignKey("callback_events.job_id"), nullable=False, index=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("status_code", Integer),
+    Column("latency_ms", Float, nullable=False),
+    Column("answer", Text, nullable=False),
+    Column("error", Text),
+)
+
+
+def normalize_database_url(url: str) -> str:
+    """Pin PostgreSQL URLs to psycopg 3, the one driver we ship."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
+# connections a process keeps open to PostgreSQL unless its settings say otherwise
+DEFAULT_POOL_SIZE = 10
+
+
+def make_engine(url: str, pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
+    """An engine with the connection behaviour each backend needs under concurrency.
+
+    On PostgreSQL `pool_size` connections stay open. A burst beyond them opens up to as
+    many more, each closed again when it is returned: a new backend per checkout costs
+    PostgreSQL far more CPU than the statement it runs, so callers keep their own
+    concurrency within `pool_size`.
+    """
+    url = normalize_database_url(url)
+    if not url.startswith("sqlite"):
+        engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
+        event.listen(engine.pool, "checkin", _note_checkin)
+        event.listen(engine.pool, "checkout", _make_ping_if_idle(engine.dialect))
+        return engine
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    event.listen(engine, "connect", _configure_sqlite)
+    event.listen(engine, "begin", _begin_immediate)
+    return engine
+
+
+# A connection back in use within this long was alive a moment ago: pinging it (what
+# pool_pre_ping does on every checkout) would cost a round trip per transaction, 4 per job.
+# One that sat idle longer, e.g. across a database restart, is pinged before use.
+PING_AFTER_IDLE_S = 1.0
+
+
+def _note_checkin(_dbapi_connection: Any, record: Any) -> None:
+    record.info["checked_in_at"] = time.monotonic()
+
+
+def _make_ping_if_idle(dialect: Dialect) -> Any:
+    def ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_s = time.monotonic() - record.info.get("checked_in_at", float("-inf"))
+        if idle_s <= PING_AFTER_IDLE_S:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            # the pool drops this connection and checks out (or opens) another
+            raise DisconnectionError("pooled connection failed its ping") from exc
+
+    return ping_if_idle
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" hook issue BEGIN itself instead of pysqlite's deferred one.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _begin_immediate(connection: Any) -> None:
+    # Several processes write one file: taking the write lock up front makes them queue on
+    # busy_timeout instead of failing a deferred transaction's lock upgrade.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -15,14 +15,13 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 import httpx
 from standardwebhooks import Webhook
 
-from farmdomain.callbacks import url_issues
+from farmdomain.callbacks import Attempt, url_issues
 from farmdomain.settings import Settings
 from farmdomain.values import utcnow
 
@@ -38,27 +37,6 @@ def resolve(host: str, port: int) -> list[str]:
     """Every address `host` resolves to."""
     found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return sorted({str(info[4][0]) for info in found})
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One delivery attempt: when, the answer's status (None: none came), how long it
-    took, and the first characters of the answer or why there was none."""
-
-    at: datetime
-    status_code: int | None
-    latency_ms: float
-    answer: str
-    error: str | None
-
-    @property
-    def delivered(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
-
-    @property
-    def gone(self) -> bool:
-        """410 Gone: the endpoint says it will never take this again."""
-        return self.status_code == 410
 
 
 def signed_headers(
