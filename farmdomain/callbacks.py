@@ -87,14 +87,16 @@ class CallbackEvent:
         return event_id(self.job_id)
 
 
-def outcome(attempt: Attempt, schedule: Sequence[float], tries: int) -> tuple[CallbackStatus, float | None]:
-    """What an attempt, the `tries`th of the schedule, leaves the event as, and in how many
-    seconds the next attempt is due (None: no next one)."""
+def outcome(
+    attempt: Attempt, schedule: Sequence[float], tries: int
+) -> tuple[CallbackStatus, float | None]:
+    """What an attempt made after `tries` earlier ones of the schedule leaves the event as,
+    and in how many seconds the next attempt is due (None: no next one)."""
     if attempt.delivered:
         return CallbackStatus.DELIVERED, None
     if attempt.gone:
         return CallbackStatus.GONE, None
-    delay = retry_delay_s(schedule, tries)
+    delay = retry_delay_s(schedule, tries + 1)
     return (CallbackStatus.DEAD, None) if delay is None else (CallbackStatus.PENDING, delay)
 
 

@@ -21,7 +21,9 @@ depends_on = None
 # with a callbackUrl terminal (a transition, a completing result, a cancel): the event
 # commits or rolls back with the transition, whichever code path made it.
 _TERMINAL = "('succeeded', 'failed', 'canceled')"
-_WHEN = f"NEW.callback_url IS NOT NULL AND NEW.state IN {_TERMINAL} AND OLD.state NOT IN {_TERMINAL}"
+_WHEN = (
+    f"NEW.callback_url IS NOT NULL AND NEW.state IN {_TERMINAL} AND OLD.state NOT IN {_TERMINAL}"
+)
 _INSERT = """INSERT INTO callback_events
   (job_id, tenant, url, type, status, tries, created_at, next_attempt_at)
   VALUES (NEW.id, NEW.tenant, NEW.callback_url, 'job.' || NEW.state, 'pending', 0,
