@@ -14,6 +14,8 @@ SUBMIT_TASK = "fluxfarm.submit"
 # one message for several jobs: args [[job_id, expected_attempts], ...]
 SUBMIT_MANY_TASK = "fluxfarm.submit_many"
 REAP_TASK = "fluxfarm.reap"
+# the reaper recovers the submit queue's lost work, so it must never wait behind that queue
+REAP_QUEUE = "fluxfarm.reap"
 SUBMIT_QUEUE = "fluxfarm.submit"
 # copying result images into the results store: args [[taskUUID, imageUUID], ...]
 COPY_TASK = "fluxfarm.copy_results"
@@ -39,9 +41,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_ignore_result": True,
         "result_backend": None,
         "task_default_queue": SUBMIT_QUEUE,
-        # a worker started without --queues takes both; copies may get workers of their own
-        "task_queues": (Queue(SUBMIT_QUEUE), Queue(COPY_QUEUE)),
-        "task_routes": {COPY_TASK: {"queue": COPY_QUEUE}},
+        # a worker started without --queues takes them all; copies may get workers of their own
+        "task_queues": (Queue(SUBMIT_QUEUE), Queue(COPY_QUEUE), Queue(REAP_QUEUE)),
+        "task_routes": {COPY_TASK: {"queue": COPY_QUEUE}, REAP_TASK: {"queue": REAP_QUEUE}},
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         # the submit task waits on I/O only; a few reserved messages keep a process busy

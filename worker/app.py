@@ -29,6 +29,7 @@ from prometheus_client import start_http_server
 from farmdomain import metrics
 from farmdomain.broker import (
     COPY_TASK,
+    REAP_QUEUE,
     REAP_TASK,
     SUBMIT_MANY_TASK,
     SUBMIT_TASK,
@@ -123,7 +124,13 @@ def create_app(settings: Settings, hooks: SubmitHooks | None = None) -> FarmCele
     app = FarmCelery(settings, hooks or NoHooks())
     app.conf.update(celery_config(settings))
     app.conf.beat_schedule = {
-        "reap": {"task": REAP_TASK, "schedule": settings.reaper_interval_s},
+        "reap": {
+            "task": REAP_TASK,
+            "schedule": settings.reaper_interval_s,
+            # a run not started within its interval is dropped: the next one does its work,
+            # so a late reaper never runs back to back with the copies beat kept adding
+            "options": {"queue": REAP_QUEUE, "expires": settings.reaper_interval_s},
+        },
     }
     app.conf.beat_schedule_filename = str(settings.data_dir / "beat-schedule")
     # bound tasks: their first argument is the FarmTask (the stubs only know Task)
