@@ -13,6 +13,7 @@ from farmdomain.errors import RequestInvalid, RequestRejected, WaitTimedOut
 from farmdomain.jobs import Job, JobState
 from farmdomain.logs import configure_logging
 from farmdomain.settings import Settings, get_settings
+from farmdomain.text import escaped
 from farmdomain.views import JobView
 from jobstore.api_tokens import ApiTokenStore
 from jobstore.engine import make_engine
@@ -327,7 +328,9 @@ def _summary(job: Job) -> str:
         move = f"{event.from_state or '-'} -> {event.to_state or '-'}"
         detail = f" {json.dumps(event.detail, sort_keys=True)}" if event.detail else ""
         lines.append(f"  {event.at.isoformat()}  {event.kind:<12} {move}{detail}")
-    return "\n".join(lines)
+    # each line holds text from outside (Runware's errors, webhook bodies): escaped, so
+    # none can move the terminal's cursor or fake a line
+    return "\n".join(escaped(line) for line in lines)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,7 @@ import orjson
 import pytest
 
 from farmdomain.jobs import Job, JobState
+from producers.cli import _summary
 from runware_edge.tokens import sign
 from tests.http_servers import serve_asgi
 from tests.security.conftest import PARAMS, SECRET, Farm, make_farm
@@ -139,3 +141,14 @@ def test_job_requests_with_control_characters_are_refused_naming_the_field(
 def test_a_prompt_may_keep_its_line_breaks(farm: Farm) -> None:
     body = {"request": {**PARAMS, "positivePrompt": "a lighthouse,\n\tat dusk"}}
     assert farm.http.post("/v1/jobs", json=body, headers=farm.bearer()).status_code == 201
+
+
+def test_fluxfarm_status_prints_outside_text_escaped(farm: Farm) -> None:
+    job = farm.job()
+    body = {"errors": [{"taskUUID": job.task_uuid, "code": "x", "message": "ok"}]}
+    farm.webhook(job.task_uuid, orjson.dumps(body))
+    # a row written before text was escaped at the boundary still prints as one line each
+    shown = _summary(replace(farm.store.get(job.id), failure_message=ANSI))
+    assert "\x1b" not in shown
+    assert "state: succeeded" not in shown.splitlines()[0]
+    assert len(shown.splitlines()) == len(_summary(farm.store.get(job.id)).splitlines())
