@@ -6,6 +6,7 @@ import argparse
 import base64
 import io
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -84,13 +85,36 @@ class Outcome:
     saved: list[Path]
 
 
+class _CtrlC:
+    """Ctrl-C as a flag as well as KeyboardInterrupt: Python drops an exception raised in a
+    garbage-collector callback ("Exception ignored in ..."), so a KeyboardInterrupt that lands
+    there is lost; the demo's loops check the flag and raise it again."""
+
+    def __init__(self) -> None:
+        self.pressed = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.pressed = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
     """The demo; Ctrl-C stops every child process and exits 130."""
+    ctrl_c = _CtrlC()
+    previous = signal.signal(signal.SIGINT, ctrl_c)
     try:
-        return _run(args)
+        code = _run(args, ctrl_c)
+        ctrl_c.check()
+        return code
     except KeyboardInterrupt:
         print("\ninterrupted: every farm process was stopped", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _fresh_data_dir(data_dir: Path) -> None:
@@ -106,7 +130,7 @@ def _fresh_data_dir(data_dir: Path) -> None:
     marker.touch()
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, ctrl_c: _CtrlC) -> int:
     data_dir: Path = args.data_dir.resolve()
     # the demo's own screen is the progress bar and the table; the farm's logs go to files
     configure_logging(Settings(log_level="WARNING"), "demo")
@@ -126,8 +150,11 @@ def _run(args: argparse.Namespace) -> int:
         settings, simulator_url = pipeline.settings, pipeline.simulator_url
         print(f"farm up: simulator {simulator_url}, web {pipeline.web_url}, logs in {farm.log_dir}")
         with FluxfarmClient(settings, tenant="demo") as client:
-            job_ids = [client.submit(request) for request in demo_requests(args.jobs)]
-            jobs = _watch(client, job_ids, args.timeout)
+            job_ids = []
+            for request in demo_requests(args.jobs):
+                ctrl_c.check()
+                job_ids.append(client.submit(request))
+            jobs = _watch(client, job_ids, args.timeout, ctrl_c)
         with SafeDownloader(settings) as downloader:
             images = data_dir / "images"
             outcomes = [Outcome(job, downloader.save_job(job, images)) for job in jobs]
@@ -136,10 +163,11 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if all(o.job.state is JobState.SUCCEEDED for o in outcomes) else 1
 
 
-def _watch(client: FluxfarmClient, job_ids: list[str], timeout: float) -> list[Job]:
+def _watch(client: FluxfarmClient, job_ids: list[str], timeout: float, ctrl_c: _CtrlC) -> list[Job]:
     deadline = time.monotonic() + timeout
     started = time.monotonic()
     while True:
+        ctrl_c.check()
         jobs = [client.get(job_id) for job_id in job_ids]
         done = sum(job.state.terminal for job in jobs)
         _progress(done, len(jobs), time.monotonic() - started)
