@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse
 
 from farmdomain.errors import FieldIssue, StoreUnavailable
 from farmdomain.views import ErrorBody
+from jobstore.statements import store_unavailable
 
 RETRY_AFTER_S = 5
 RETRY_AFTER = {"Retry-After": str(RETRY_AFTER_S)}
@@ -25,11 +26,7 @@ STORE_DOWN: tuple[type[Exception], ...] = (StoreUnavailable, OperationalError, I
 
 def unavailable(exc: Exception) -> StoreUnavailable:
     """`exc`, one of STORE_DOWN, as the store's own error."""
-    if isinstance(exc, StoreUnavailable):
-        return exc
-    # the driver's text may carry connection details; the type is enough to act on
-    orig = getattr(exc, "orig", None)
-    return StoreUnavailable(f"the job store cannot be reached ({type(orig or exc).__name__})")
+    return exc if isinstance(exc, StoreUnavailable) else store_unavailable(exc)
 
 
 def answer(exc: Exception) -> JSONResponse:

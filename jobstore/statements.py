@@ -69,9 +69,14 @@ def translated_errors() -> Iterator[None]:
     try:
         yield
     except (OperationalError, InterfaceError) as exc:
-        # the driver's text may carry connection details; the type is enough to act on
-        cause = type(exc.orig or exc).__name__
-        raise StoreUnavailable(f"the job store cannot be reached ({cause})") from exc
+        raise store_unavailable(exc) from exc
+
+
+def store_unavailable(exc: Exception) -> StoreUnavailable:
+    """The driver's error `exc` as StoreUnavailable, named by its type alone: the driver's
+    text may carry connection details."""
+    cause = type(getattr(exc, "orig", None) or exc).__name__
+    return StoreUnavailable(f"the job store cannot be reached ({cause})")
 
 
 def execute_with_events(conn: Connection, statement: Any, params: dict[str, Any]) -> list[Row[Any]]:
