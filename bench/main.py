@@ -134,7 +134,8 @@ def report(results: list[BrokerResult], config: BenchConfig) -> str:
             f"{_verdict(r.single_ceiling_ratio)} | {r.slow_jobs_per_s:.1f} | "
             f"{r.blocking_jobs_per_s:.2f} | {r.blocking_ratio:.1f}x |"
         )
-    lines += ["", *_spread(results), "", *_latencies(results), "", *_processes(results)]
+    lines += ["", *_spread(results), "", *_http(results, config)]
+    lines += ["", *_latencies(results), "", *_processes(results)]
     return "\n".join(lines)
 
 
@@ -153,6 +154,27 @@ def _spread(results: list[BrokerResult]) -> list[str]:
                 f"(min {min(rates):.0f}, max {max(rates):.0f}); ours / ceiling "
                 f"{min(ratios):.0%} to {max(ratios):.0%}"
             )
+    return lines
+
+
+def _http(results: list[BrokerResult], config: BenchConfig) -> list[str]:
+    lines = [
+        "Over HTTP: the same jobs through fluxfarm-client -> web's job API -> store -> broker, "
+        f"from {config.producers} threads sharing one client, each phase a tenant with its "
+        "own token.",
+        "",
+        "| broker | no-op ceiling /s | HTTP batched jobs/s (producer) | HTTP batched / ceiling "
+        "| HTTP one by one jobs/s (producer) | HTTP one by one / ceiling "
+        f"(target ≥ {TARGET_CEILING_RATIO:.0%}) | in-process one by one jobs/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.broker} | {r.noop_per_s:.0f} | {r.http_jobs_per_s:.0f} "
+            f"({r.http_produced_per_s:.0f}) | {r.http_ceiling_ratio:.0%} | "
+            f"{r.http_single_jobs_per_s:.0f} ({r.http_single_produced_per_s:.0f}) | "
+            f"{_verdict(r.http_single_ceiling_ratio)} | {r.single_jobs_per_s:.0f} |"
+        )
     return lines
 
 
@@ -192,7 +214,12 @@ def _processes(results: list[BrokerResult]) -> list[str]:
         "|---|---|" + "---|" * (len(kinds) + len(SERVERS) + 1),
     ]
     for r in results:
-        for submitted, figures in (("batched", r.processes), ("one by one", r.single_processes)):
+        for submitted, figures in (
+            ("batched", r.processes),
+            ("one by one", r.single_processes),
+            ("HTTP batched", r.http_processes),
+            ("HTTP one by one", r.http_single_processes),
+        ):
             cells = [
                 f"{figures[k].cpu_s_per_1k_jobs:.1f} s / {figures[k].peak_rss_mb:.0f} MB"
                 for k in kinds

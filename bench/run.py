@@ -12,12 +12,12 @@ import statistics
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -34,6 +34,8 @@ from farmdomain.jobs import TERMINAL_STATES, JobState
 from farmdomain.request_schema import parse_request
 from farmdomain.settings import Settings
 from fluxfarm.processes import Child, Farm, start_pipeline
+from fluxfarm_client import Client as HttpClient
+from jobstore.api_tokens import ApiTokenStore
 from jobstore.schema import events, jobs
 from jobstore.store import JobStore
 from producers.client import FluxfarmClient
@@ -55,6 +57,11 @@ SERVERS = ("database", "broker")
 # the generation times of the half-rate run spread over 0 to this many seconds
 HALF_RATE_SPREAD_S = 2.0
 STAGES = ("queue_wait", "submit_http", "webhook_to_succeeded", "created_to_succeeded")
+
+# submits that many jobs in one call
+Submit = Callable[[int], None]
+# a tenant's submitter for the length of one phase
+Producer = Callable[[str], AbstractContextManager[Submit]]
 
 
 @dataclass(frozen=True)
@@ -110,12 +117,19 @@ class BrokerResult:
     # the same jobs submitted one per call (client.submit)
     single_jobs_per_s: float
     single_produced_per_s: float
+    # the same jobs through fluxfarm-client and web's job API, batched and one per call
+    http_jobs_per_s: float
+    http_produced_per_s: float
+    http_single_jobs_per_s: float
+    http_single_produced_per_s: float
     noop_per_s: float
     stages: dict[str, Percentiles]
     half_rate_jobs_per_s: float
     half_rate_webhook: Percentiles
     processes: dict[str, ProcessFigures]
     single_processes: dict[str, ProcessFigures]
+    http_processes: dict[str, ProcessFigures]
+    http_single_processes: dict[str, ProcessFigures]
     slow_jobs: int
     slow_jobs_per_s: float
     blocking_jobs_per_s: float
@@ -128,6 +142,14 @@ class BrokerResult:
     @property
     def single_ceiling_ratio(self) -> float:
         return self.single_jobs_per_s / self.noop_per_s
+
+    @property
+    def http_ceiling_ratio(self) -> float:
+        return self.http_jobs_per_s / self.noop_per_s
+
+    @property
+    def http_single_ceiling_ratio(self) -> float:
+        return self.http_single_jobs_per_s / self.noop_per_s
 
     @property
     def blocking_ratio(self) -> float:
@@ -181,7 +203,7 @@ def run_broker(broker: str, config: BenchConfig, run: int = 1) -> BrokerResult:
         settings, worker, simulator_url = pipeline.settings, pipeline.worker, pipeline.simulator_url
         store = JobStore.from_settings(settings)
         stack.callback(store.engine.dispose)
-        runner = _Runner(farm, settings, store, config, counter)
+        runner = _Runner(farm, settings, store, config, counter, pipeline.web_url)
         return runner.measure(broker, count, worker, simulator_url, counter.url)
 
 
@@ -193,8 +215,10 @@ class _Runner:
         store: JobStore,
         config: BenchConfig,
         redis_server: PrivateRedis,
+        web_url: str,
     ) -> None:
         self.farm = farm
+        self.web_url = web_url
         self.redis = redis_server
         self.settings = settings
         self.store = store
@@ -235,12 +259,21 @@ class _Runner:
     ) -> BrokerResult:
         self.find_servers(broker)
         # a short warm-up so imports, connections and JIT-less caches are not in the figures
-        self.run_phase("warmup", min(50, count), self._submit_ours, batch=self.config.submit_batch)
+        self.run_phase("warmup", min(50, count), self._in_process, batch=self.config.submit_batch)
+        self.run_phase("http-warmup", min(50, count), self._over_http, batch=1)
         web = self.child("web")
         offset = _log_size(web)
-        main, processes = self.measured_phase("main", count, self.config.submit_batch)
+        main, processes = self.measured_phase(
+            "main", count, self._in_process, self.config.submit_batch
+        )
         webhook_ms = _webhook_durations(web, offset, main.task_uuids)
-        single, single_processes = self.measured_phase("single", count, 1)
+        single, single_processes = self.measured_phase("single", count, self._in_process, 1)
+        http, http_processes = self.measured_phase(
+            "http", count, self._over_http, self.config.submit_batch
+        )
+        http_single, http_single_processes = self.measured_phase(
+            "http-single", count, self._over_http, 1
+        )
         offset = _log_size(web)
         # Generations take seconds, and not all the same: spread over 0-2 s, the webhooks of
         # a batch arrive as a real farm's do, not in one burst the zero latency would make
@@ -254,13 +287,13 @@ class _Runner:
         half = self.run_phase(
             "half",
             count,
-            self._submit_ours,
+            self._in_process,
             rate=main.jobs_per_s / 2,
             batch=self.config.submit_batch,
         )
         half_webhook_ms = _webhook_durations(web, offset, half.task_uuids)
         _set_latency(simulator_url, latency_dist="fixed", latency_s=self.config.blocking_latency_s)
-        slow = self.run_phase("slow", self.config.blocking_jobs, self._submit_ours)
+        slow = self.run_phase("slow", self.config.blocking_jobs, self._in_process)
         self.farm.kill(worker)
         blocker = self.farm.start_worker(
             "blocking-worker",
@@ -270,18 +303,22 @@ class _Runner:
             queues=(bench_blocking.BLOCKING_QUEUE,),
             extra_env=CHECKOUT_ENV,
         )
-        blocking = self.run_phase("blocking", self.config.blocking_jobs, self._submit_blocking)
+        blocking = self.run_phase("blocking", self.config.blocking_jobs, self._blocking)
         self.farm.kill(blocker)
         noop_per_s = self.noop_rate(count, counter_url)
         return BrokerResult(
             broker=broker,
             store="sqlite" if broker == "sqlite" else "postgresql",
             jobs=main.count,
-            failed=sum(p.failed for p in (main, single, half, slow, blocking)),
+            failed=sum(p.failed for p in (main, single, http, http_single, half, slow, blocking)),
             jobs_per_s=main.jobs_per_s,
             produced_per_s=main.produced_per_s,
             single_jobs_per_s=single.jobs_per_s,
             single_produced_per_s=single.produced_per_s,
+            http_jobs_per_s=http.jobs_per_s,
+            http_produced_per_s=http.produced_per_s,
+            http_single_jobs_per_s=http_single.jobs_per_s,
+            http_single_produced_per_s=http_single.produced_per_s,
             noop_per_s=noop_per_s,
             stages={
                 "queue_wait": Percentiles.of(main.queue_wait_ms),
@@ -293,17 +330,19 @@ class _Runner:
             half_rate_webhook=Percentiles.of(half_webhook_ms),
             processes=processes,
             single_processes=single_processes,
+            http_processes=http_processes,
+            http_single_processes=http_single_processes,
             slow_jobs=slow.count,
             slow_jobs_per_s=slow.jobs_per_s,
             blocking_jobs_per_s=blocking.jobs_per_s,
         )
 
     def measured_phase(
-        self, tenant: str, count: int, batch: int
+        self, tenant: str, count: int, producer: Producer, batch: int
     ) -> tuple[Phase, dict[str, ProcessFigures]]:
         """A phase, with each process kind's CPU per 1,000 of its jobs and peak memory."""
         before = self.usage()
-        phase = self.run_phase(tenant, count, self._submit_ours, batch=batch)
+        phase = self.run_phase(tenant, count, producer, batch=batch)
         after = self.usage()
         return phase, {
             kind: ProcessFigures(
@@ -313,37 +352,52 @@ class _Runner:
             for kind in after
         }
 
-    def _submit_ours(self, client: FluxfarmClient, count: int) -> None:
-        if count == 1:
-            client.submit(REQUEST)
-        else:
-            client.submit_many([REQUEST] * count)
+    @contextmanager
+    def _in_process(self, tenant: str) -> Iterator[Submit]:
+        """The farm's own client: straight to the store and the broker."""
+        with FluxfarmClient(self.settings, tenant=tenant, store=self.store) as client:
+            yield _submitter(client)
 
-    def _submit_blocking(self, client: FluxfarmClient, count: int) -> None:
+    @contextmanager
+    def _over_http(self, tenant: str) -> Iterator[Submit]:
+        """A service's path: fluxfarm-client -> web's job API -> store -> broker, with the
+        tenant's own token (open mode would put every phase under one tenant)."""
+        _, token = ApiTokenStore(self.store.engine).create(tenant, "bench")
+        with HttpClient(self.web_url, token) as client:
+            yield _submitter(client)
+
+    @contextmanager
+    def _blocking(self, tenant: str) -> Iterator[Submit]:
         parsed = parse_request(REQUEST)
-        for _ in range(count):
-            job, _ = client.store.create_job(
-                parsed.runware_params(),
-                tenant=client.tenant,
-                deadline_s=self.settings.job_deadline_s,
-                fingerprint=parsed.fingerprint(),
-            )
-            self.producer.send_task(
-                bench_blocking.BLOCKING_TASK, args=[job.id], queue=bench_blocking.BLOCKING_QUEUE
-            )
+
+        def submit(count: int) -> None:
+            for _ in range(count):
+                job, _ = self.store.create_job(
+                    parsed.runware_params(),
+                    tenant=tenant,
+                    deadline_s=self.settings.job_deadline_s,
+                    fingerprint=parsed.fingerprint(),
+                )
+                self.producer.send_task(
+                    bench_blocking.BLOCKING_TASK,
+                    args=[job.id],
+                    queue=bench_blocking.BLOCKING_QUEUE,
+                )
+
+        yield submit
 
     def run_phase(
         self,
         tenant: str,
         count: int,
-        submit: Callable[[FluxfarmClient, int], None],
+        producer: Producer,
         rate: float | None = None,
         batch: int = 1,
     ) -> Phase:
         """Submit `count` jobs from several producer threads, `batch` per call, then wait for
         all of them; `rate` paces the calls to that many jobs a second."""
         threads = self.config.producers
-        with FluxfarmClient(self.settings, tenant=tenant, store=self.store) as client:
+        with producer(tenant) as submit:
             shares = [count // threads + (i < count % threads) for i in range(threads)]
             pace = None if rate is None else threads * batch / rate
             started = time.perf_counter()
@@ -351,8 +405,7 @@ class _Runner:
             offsets = [0.0 if pace is None else i * pace / threads for i in range(threads)]
             workers = [
                 threading.Thread(
-                    target=_produce,
-                    args=(client, submit, share, batch, pace, started + offset),
+                    target=_produce, args=(submit, share, batch, pace, started + offset)
                 )
                 for share, offset in zip(shares, offsets, strict=True)
             ]
@@ -433,9 +486,26 @@ class _Runner:
         return round(count / elapsed, 1)
 
 
+class _Submits(Protocol):
+    """What both clients offer: one request per call, or several in one."""
+
+    def submit(self, request: dict[str, Any]) -> object: ...
+
+    def submit_many(self, requests: list[dict[str, Any]]) -> object: ...
+
+
+def _submitter(client: _Submits) -> Submit:
+    def submit(count: int) -> None:
+        if count == 1:
+            client.submit(REQUEST)
+        else:
+            client.submit_many([REQUEST] * count)
+
+    return submit
+
+
 def _produce(
-    client: FluxfarmClient,
-    submit: Callable[[FluxfarmClient, int], None],
+    submit: Submit,
     count: int,
     batch: int,
     pace: float | None,
@@ -446,7 +516,7 @@ def _produce(
     for call, first in enumerate(range(0, count, batch)):
         if pace is not None:
             time.sleep(max(0.0, start_at + call * pace - time.perf_counter()))
-        submit(client, min(batch, count - first))
+        submit(min(batch, count - first))
 
 
 def _ms(delta: Any) -> float:

@@ -12,7 +12,14 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-FIGURES = ("jobs_per_s", "single_jobs_per_s", "noop_per_s", "slow_jobs_per_s")
+FIGURES = (
+    "jobs_per_s",
+    "single_jobs_per_s",
+    "http_jobs_per_s",
+    "http_single_jobs_per_s",
+    "noop_per_s",
+    "slow_jobs_per_s",
+)
 
 
 def test_bench_measures_every_figure_on_each_run(tmp_path: Path) -> None:
@@ -48,10 +55,14 @@ def test_bench_measures_every_figure_on_each_run(tmp_path: Path) -> None:
 
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert "| sqlite | 30 |" in done.stdout
+    assert "HTTP one by one" in done.stdout
     runs = json.loads(out.read_text())["runs"]
     assert len(runs) == 2
     for run in runs:
         assert run["failed"] == 0
         assert all(run[figure] > 0 for figure in FIGURES)
         assert {"queue_wait", "submit_http", "webhook_to_succeeded"} <= set(run["stages"])
-        assert {"web", "worker", "simulator"} <= set(run["processes"])
+        for processes in ("processes", "http_processes", "http_single_processes"):
+            assert {"web", "worker", "simulator"} <= set(run[processes])
+        # the HTTP phases' jobs went through web: it spent CPU on each of them
+        assert run["http_single_processes"]["web"]["cpu_s_per_1k_jobs"] > 0
