@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     bind_host: str = Field(
         "127.0.0.1", description="Address web listens on; `fluxfarm web --host` sets it."
     )
+    forwarded_allow_ips: str = Field(
+        "",
+        description="Comma-separated proxy addresses (or CIDRs) whose X-Forwarded-For and"
+        " -Proto web believes; empty: none, the client is the connection's peer.",
+    )
     api_auth: Literal["auto", "required", "open"] = Field(
         "auto",
         description="Job API bearer tokens: auto is open on a loopback bind_host, else required.",

@@ -44,6 +44,10 @@ def _serve_web(args: argparse.Namespace) -> int:
         timeout_keep_alive=KEEP_ALIVE_S,
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         limit_concurrency=MAX_CONCURRENCY,
+        # a forwarded client address is only as true as whoever sent it: rate limits and
+        # open mode's loopback check key on it, so only the configured proxies are believed
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     if config.workers > 1:
         # each worker process builds the app from the same settings, passed, not inherited

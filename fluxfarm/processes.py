@@ -151,6 +151,8 @@ class Farm:
         return found.group(1)
 
     def start_web(self, port: int, name: str = "web") -> str:
+        proxies = self.settings.forwarded_allow_ips
+        forwarded = ["--forwarded-allow-ips", proxies] if proxies else ["--no-proxy-headers"]
         child = self.spawn(
             name,
             [
@@ -164,6 +166,7 @@ class Farm:
                 "--port",
                 str(port),
                 "--no-access-log",
+                *forwarded,
             ],
         )
         url = f"http://127.0.0.1:{port}"
