@@ -99,6 +99,11 @@ class Settings(BaseSettings):
         description="Comma-separated proxy addresses (or CIDRs) whose X-Forwarded-For and"
         " -Proto web believes; empty: none, the client is the connection's peer.",
     )
+    ops_token: SecretStr | None = Field(
+        None,
+        description="Bearer token /metrics, /docs, /redoc and /openapi.json need when web is"
+        " bound to a non-loopback address; unset: there they answer nobody.",
+    )
     api_auth: Literal["auto", "required", "open"] = Field(
         "auto",
         description="Job API bearer tokens: auto is open on a loopback bind_host, else required.",

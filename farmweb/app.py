@@ -26,6 +26,7 @@ from farmweb.api import build_router, install_error_handlers
 from farmweb.auth import ApiAuth, TenantClients, auth_mode, install_auth
 from farmweb.context import WebContext
 from farmweb.limits import RequestLimits, buckets_for
+from farmweb.ops_routes import OpsRoutes
 from farmweb.request_ids import RequestIds
 from farmweb.responses import document_headers
 from farmweb.waiting import TerminalWatch, terminal_among
@@ -44,7 +45,8 @@ class FarmApp(FastAPI):
     def __init__(self, context: WebContext, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.state.context = context
-        self._serve = RequestIds(webhook.WebhookReceiver(context, super().__call__))
+        receiver = webhook.WebhookReceiver(context, super().__call__)
+        self._serve = RequestIds(OpsRoutes(receiver, context.settings))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._serve(scope, receive, send)
