@@ -20,6 +20,11 @@ SUBMIT_QUEUE = "fluxfarm.submit"
 # copying result images into the results store: args [[taskUUID, imageUUID], ...]
 COPY_TASK = "fluxfarm.copy_results"
 COPY_QUEUE = "fluxfarm.copy"
+# delivering a terminal job's callback: args [job_id]; and sending the due ones (beat)
+DELIVER_TASK = "fluxfarm.deliver_callback"
+DRIVE_CALLBACKS_TASK = "fluxfarm.drive_callbacks"
+# a receiver holding its answer must not hold up submissions, nor they the callbacks
+CALLBACK_QUEUE = "fluxfarm.callbacks"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -42,8 +47,16 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend": None,
         "task_default_queue": SUBMIT_QUEUE,
         # a worker started without --queues takes them all; copies may get workers of their own
-        "task_queues": (Queue(SUBMIT_QUEUE), Queue(COPY_QUEUE), Queue(REAP_QUEUE)),
-        "task_routes": {COPY_TASK: {"queue": COPY_QUEUE}, REAP_TASK: {"queue": REAP_QUEUE}},
+        "task_queues": tuple(
+            Queue(name) for name in (SUBMIT_QUEUE, COPY_QUEUE, REAP_QUEUE, CALLBACK_QUEUE)
+        ),
+        "task_routes": {
+            COPY_TASK: {"queue": COPY_QUEUE},
+            REAP_TASK: {"queue": REAP_QUEUE},
+            DELIVER_TASK: {"queue": CALLBACK_QUEUE},
+            # beat's drive is small and must not wait behind slow receivers
+            DRIVE_CALLBACKS_TASK: {"queue": REAP_QUEUE},
+        },
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         # the submit task waits on I/O only; a few reserved messages keep a process busy

@@ -91,6 +91,18 @@ class FarmMetrics:
         self.image_copy = histogram(
             "image_copy_seconds", "Fetching, checking and writing one result image.", ["store"]
         )
+        self.callback_attempts = counter(
+            "callback_attempts_total",
+            "Callback delivery attempts by outcome: delivered, gone (410), rejected (another"
+            " status), unanswered (no answer: refused, timeout, connection).",
+            ["outcome"],
+        )
+        self.callbacks_dead = counter(
+            "callbacks_dead_total", "Callbacks given up on after the last attempt.", []
+        )
+        self.callback_delivery = histogram(
+            "callback_delivery_seconds", "A job's terminal transition to its callback delivered."
+        )
         self.queue_wait = histogram(
             "job_queue_wait_seconds", "Created to first claimed by a worker.", ["model"]
         )

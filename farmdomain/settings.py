@@ -156,6 +156,12 @@ class Settings(BaseSettings):
         ge=0,
         description="After `fluxfarm callbacks rotate`, how long the previous secret also signs.",
     )
+    callback_drive_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="How often beat sends every callback that is due (first attempt, retry,"
+        " or one whose sender died) to a worker.",
+    )
     submit_many_max: int = Field(
         100,
         ge=1,

@@ -29,6 +29,8 @@ from prometheus_client import start_http_server
 from farmdomain import metrics
 from farmdomain.broker import (
     COPY_TASK,
+    DELIVER_TASK,
+    DRIVE_CALLBACKS_TASK,
     REAP_QUEUE,
     REAP_TASK,
     SUBMIT_MANY_TASK,
@@ -43,7 +45,7 @@ from jobstore.migrations import require_current_schema
 from jobstore.observer import instrument
 from jobstore.store import JobStore
 from runware_edge.client import RunwareClient
-from worker import copying, reaper, tasks
+from worker import copying, delivery, reaper, tasks
 from worker.context import NoHooks, SubmitHooks, WorkerContext
 from worker.copying import Copier
 
@@ -131,6 +133,11 @@ def create_app(settings: Settings, hooks: SubmitHooks | None = None) -> FarmCele
             # so a late reaper never runs back to back with the copies beat kept adding
             "options": {"queue": REAP_QUEUE, "expires": settings.reaper_interval_s},
         },
+        "drive-callbacks": {
+            "task": DRIVE_CALLBACKS_TASK,
+            "schedule": settings.callback_drive_interval_s,
+            "options": {"queue": REAP_QUEUE, "expires": settings.callback_drive_interval_s},
+        },
     }
     app.conf.beat_schedule_filename = str(settings.data_dir / "beat-schedule")
     # bound tasks: their first argument is the FarmTask (the stubs only know Task)
@@ -139,6 +146,8 @@ def create_app(settings: Settings, hooks: SubmitHooks | None = None) -> FarmCele
         (SUBMIT_MANY_TASK, tasks.submit_many),
         (REAP_TASK, reaper.reap),
         (COPY_TASK, copying.copy_results),
+        (DELIVER_TASK, delivery.deliver_callback),
+        (DRIVE_CALLBACKS_TASK, delivery.drive_callbacks),
     ):
         app.task(name=name, bind=True, ignore_result=True)(cast("Callable[..., None]", run))
     _connect_signals(app)

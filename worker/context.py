@@ -1,5 +1,5 @@
 """What a worker process makes once and its tasks share: settings, store, Runware client,
-batcher, and the hooks at the two dangerous moments of a submission."""
+batcher, callback sender, and the hooks at the two dangerous moments of a submission."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from farmdomain.jobs import Job
 from farmdomain.settings import Settings
 from jobstore.protocol import Store
 from runware_edge.provider import Provider
+from worker.callbacks import CallbackSender
 
 if TYPE_CHECKING:
     from worker.copying import Copier
@@ -55,6 +56,7 @@ class WorkerContext:
     copier: Copier
     webhook_secrets: list[bytes] = field(init=False)
     batcher: Batcher[Claim, None] = field(init=False)
+    callbacks: CallbackSender = field(init=False)
 
     def __post_init__(self, submit: Callable[[WorkerContext, list[Claim]], list[None]]) -> None:
         self.webhook_secrets = self.settings.webhook_secrets()
@@ -64,9 +66,11 @@ class WorkerContext:
             self.settings.submit_parallel_posts,
             name="submit",
         )
+        self.callbacks = CallbackSender(self.settings)
 
     def close(self) -> None:
         self.batcher.close()
         self.copier.close()
+        self.callbacks.close()
         self.runware.close()
         self.store.engine.dispose()

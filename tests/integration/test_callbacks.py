@@ -1,0 +1,216 @@
+"""Completion callbacks with real processes: simulator, web, Celery workers and beat on
+PostgreSQL and Redis, and a receiver that verifies every callback with `standardwebhooks`."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from farmdomain.callbacks import CallbackStatus, event_id, new_secret
+from farmdomain.settings import Settings
+from fluxfarm.demo import demo_requests
+from fluxfarm.processes import Child, Farm, free_port
+from jobstore.callback_events import CallbackOutbox
+from jobstore.callback_secrets import CallbackSecrets
+from jobstore.engine import make_engine
+from jobstore.migrations import upgrade
+from jobstore.schema import jobs
+from producers.client import FluxfarmClient
+from tests.callback_receiver import CallbackReceiver
+from tests.http_servers import serve_asgi
+from tests.services import fresh_postgres_database
+
+pytestmark = pytest.mark.integration
+
+SIMULATOR_KEY = "callbacks-key"
+TENANT = "default"
+WAIT_S = 180
+
+
+@dataclass
+class CallbackFarm:
+    farm: Farm
+    settings: Settings
+    receiver: CallbackReceiver
+    hook_port: int
+    outbox: CallbackOutbox
+    stack: ExitStack
+
+    @property
+    def hook_url(self) -> str:
+        return f"http://127.0.0.1:{self.hook_port}/hook"
+
+    def serve(self) -> None:
+        """The receiver listening (again) on its port."""
+        self.stack.enter_context(serve_asgi(self.receiver.app(), self.hook_port))
+
+    def submit(self, count: int) -> list[str]:
+        """`count` jobs calling back the receiver, queued before any worker runs."""
+        with FluxfarmClient(self.settings) as client:
+            requests = demo_requests(count)
+            step = self.settings.submit_many_max
+            job_ids = [
+                job_id
+                for start in range(0, count, step)
+                for job_id in client.submit_many(requests[start : start + step])
+            ]
+        with self.outbox.engine.begin() as conn:
+            conn.execute(
+                update(jobs).where(jobs.c.id.in_(job_ids)).values(callback_url=self.hook_url)
+            )
+        return job_ids
+
+    def start_worker(self, name: str) -> Child:
+        return self.farm.start_worker(name, concurrency=8, pool="threads")
+
+    def statuses(self, job_ids: list[str]) -> dict[str, CallbackStatus | None]:
+        found = {job_id: self.outbox.get(job_id) for job_id in job_ids}
+        return {job_id: None if e is None else e.status for job_id, e in found.items()}
+
+
+def wait_for(what: str, done: Callable[[], bool], timeout: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():  # polling for an outcome, not asserting on time
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def callback_farm(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., CallbackFarm]]:
+    """A farm started up to web; workers and beat are the test's to start."""
+    with ExitStack() as stack:
+
+        def start(
+            receiver: CallbackReceiver, *, serve: bool = True, **overrides: Any
+        ) -> CallbackFarm:
+            database_url = stack.enter_context(fresh_postgres_database())
+            hook_port = free_port()
+            farm = stack.enter_context(Farm(Settings(data_dir=tmp_path), log_dir=tmp_path / "logs"))
+            simulator_url = farm.start_simulator("--api-keys", SIMULATOR_KEY, "--fast-images")
+            web_port = free_port()
+            settings = Settings(
+                data_dir=tmp_path,
+                runware_url=f"{simulator_url}/v1",
+                runware_api_key=SIMULATOR_KEY,
+                public_base_url=f"http://127.0.0.1:{web_port}",
+                webhook_secret="callbacks-secret",
+                broker_url=redis_url,
+                database_url=database_url,
+                callback_allowed_hosts=f"127.0.0.1:{hook_port}",
+                **overrides,
+            )
+            farm.settings = settings
+            upgrade(database_url)
+            farm.start_web(web_port)
+            engine = make_engine(database_url)
+            stack.callback(engine.dispose)
+            if not receiver.secrets:
+                receiver.secrets = CallbackSecrets(engine).signing(TENANT)
+            running = CallbackFarm(
+                farm, settings, receiver, hook_port, CallbackOutbox(engine), stack
+            )
+            if serve:
+                running.serve()
+            return running
+
+        yield start
+
+
+def test_every_terminal_event_of_two_hundred_jobs_arrives_verified_under_one_id(
+    callback_farm: Callable[..., CallbackFarm],
+) -> None:
+    receiver = CallbackReceiver()
+    farm = callback_farm(receiver)
+    job_ids = farm.submit(200)
+    farm.start_worker("worker-a")
+    farm.start_worker("worker-b")
+    farm.farm.start_beat()
+
+    expected = {event_id(job_id) for job_id in job_ids}
+    wait_for("every callback", lambda: expected <= receiver.delivered_ids())
+    assert receiver.delivered_ids() == expected
+    assert all(r.verified for r in receiver.received)
+    for job_id, event in receiver.events().items():
+        assert event["type"] == f"job.{event['data']['state']}"  # type: ignore[index]
+        assert event_id(event["data"]["id"]) == job_id  # type: ignore[index]
+    wait_for(
+        "every event recorded as delivered",
+        lambda: set(farm.statuses(job_ids).values()) == {CallbackStatus.DELIVERED},
+    )
+
+
+def test_a_worker_killed_mid_send_leaves_the_callback_to_be_sent_again(
+    callback_farm: Callable[..., CallbackFarm],
+) -> None:
+    receiver = CallbackReceiver(hold=threading.Event())
+    farm = callback_farm(receiver, callback_timeout_s=5.0)
+    [job_id] = farm.submit(1)
+    doomed = farm.start_worker("worker-a")
+    farm.farm.start_beat()
+    wait_for("the receiver to hold the first attempt", receiver.held.is_set)
+    farm.farm.kill(doomed)
+    hold = receiver.hold
+    receiver.hold = None
+    assert hold is not None
+    hold.set()
+    farm.start_worker("worker-b")
+
+    wait_for(
+        "the event delivered", lambda: farm.statuses([job_id])[job_id] is CallbackStatus.DELIVERED
+    )
+    assert event_id(job_id) in receiver.delivered_ids()
+    event = farm.outbox.get(job_id)
+    assert event is not None
+    # the killed worker recorded nothing; the second attempt sent the same id again
+    assert len(event.attempts) == 1
+    assert event.attempts[0].delivered
+    assert [r.webhook_id for r in receiver.received].count(event_id(job_id)) == 2
+
+
+def test_a_receiver_down_then_back_gets_every_callback(
+    callback_farm: Callable[..., CallbackFarm],
+) -> None:
+    receiver = CallbackReceiver()
+    farm = callback_farm(receiver, serve=False, callback_retry_schedule_s=[0.0, 0.5, 1.0, 2.0])
+    job_ids = farm.submit(10)
+    farm.start_worker("worker-a")
+    farm.farm.start_beat()
+    wait_for(
+        "a failed attempt of every event",
+        lambda: all((e := farm.outbox.get(j)) is not None and e.tries > 0 for j in job_ids),
+    )
+    farm.serve()
+
+    wait_for(
+        "every event delivered",
+        lambda: set(farm.statuses(job_ids).values()) == {CallbackStatus.DELIVERED},
+    )
+    assert receiver.delivered_ids() == {event_id(job_id) for job_id in job_ids}
+
+
+def test_a_wrong_secret_or_a_tampered_body_fails_verification(
+    callback_farm: Callable[..., CallbackFarm],
+) -> None:
+    receiver = CallbackReceiver(secrets=[new_secret()])
+    farm = callback_farm(receiver)
+    [job_id] = farm.submit(1)
+    farm.start_worker("worker-a")
+    farm.farm.start_beat()
+    wait_for("the callback", lambda: bool(receiver.received))
+
+    [wrong] = receiver.received
+    assert not wrong.verified
+    right = CallbackReceiver(secrets=CallbackSecrets(farm.outbox.engine).signing(TENANT))
+    assert right.verified(wrong.body, wrong.headers)
+    tampered = wrong.body.replace(job_id.encode(), b"0" * len(job_id))
+    assert tampered != wrong.body
+    assert not right.verified(tampered, wrong.headers)
