@@ -15,6 +15,7 @@ from celery import Task
 
 from farmdomain.settings import Settings
 from jobstore.bodies import record
+from jobstore.copies import keys_to_copy
 from runware_edge.bodies import parse_body
 from runware_edge.client import inference_task
 from runware_edge.wire import InferenceTask
@@ -35,7 +36,10 @@ def render_blocking(task: Task[Any, Any], job_id: str) -> None:
     }
     del request["webhookURL"]
     items = context.runware.submit(request)
-    record(context.store, parse_body({"data": items}), "sync")
+    parsed = parse_body({"data": items})
+    recorded = record(context.store, parsed, "sync")
+    # a job succeeds once its images are kept: this design keeps them in the same task
+    context.copier.copy_all(keys_to_copy([parsed], [recorded]))
 
 
 @functools.cache

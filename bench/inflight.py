@@ -8,7 +8,6 @@ flight, and stops by itself at the job count or the time limit. 127.0.0.1 only.
 from __future__ import annotations
 
 import argparse
-import shutil
 import threading
 import time
 from contextlib import ExitStack
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
+from bench.farms import bench_farm
 from bench.procs import tree_usage
 from bench.run import REQUEST, SIMULATOR_KEY
 from farmdomain.jobs import JobState
@@ -24,8 +24,6 @@ from fluxfarm.processes import Farm, free_port
 from jobstore.schema import jobs
 from jobstore.store import JobStore
 from producers.client import FluxfarmClient
-from tests.private_servers import PrivateRedis, running
-from tests.servers import fresh_postgres_database
 
 CHECKPOINTS = (1_000, 10_000, 100_000)
 KINDS = ("web", "worker", "beat", "simulator")
@@ -51,15 +49,9 @@ class Checkpoint:
 
 def run(args: argparse.Namespace) -> int:
     data_dir = (args.work_dir / "in-flight").resolve()
-    shutil.rmtree(data_dir, ignore_errors=True)
-    data_dir.mkdir(parents=True)
     with ExitStack() as stack:
-        farm = stack.enter_context(Farm(Settings(data_dir=data_dir), log_dir=data_dir / "logs"))
-        private = PrivateRedis(data_dir / "redis")
-        stack.enter_context(running(private))
-        database_url = stack.enter_context(
-            fresh_postgres_database(args.postgres_url, "fluxfarm_b_")
-        )
+        made = bench_farm(stack, data_dir, args.postgres_url)
+        farm, private, database_url = made.farm, made.redis, made.database_url
         simulator_url = farm.start_simulator(
             "--api-keys", SIMULATOR_KEY, "--fast-images", "--latency-s", str(HELD_S)
         )

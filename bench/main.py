@@ -3,7 +3,9 @@
 For each broker one farm runs, in order: our pipeline at zero generation latency, again
 at half that rate, again at a 2 s generation next to a blocking design, and then a no-op
 Celery task on the same broker and concurrency, the engine's ceiling. `--in-flight` runs
-the scale test of bench.inflight instead.
+the scale test of bench.inflight instead, `--fairness` the tenants' run of bench.fairness,
+`--copy` the results store's costs of bench.copying, `--backlog` the backlog's scale run of
+bench.backlog.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from pathlib import Path
 
 import orjson
 
+from bench import backlog as bench_backlog
+from bench import copying as bench_copying
+from bench import fairness as bench_fairness
 from bench import inflight as bench_inflight
 from bench.run import (
     SERVERS,
@@ -32,6 +37,7 @@ from farmdomain.settings import Settings
 BROKERS = ("rabbitmq", "redis", "sqlite")
 TARGET_CEILING_RATIO = 0.5
 TARGET_WEBHOOK_P99_MS = 20.0
+TARGET_CALLBACK_CPU_MS = 0.5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,12 +79,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--in-flight", action="store_true", help="run the in-flight scale test instead"
     )
     bench_inflight.add_arguments(parser)
+    parser.add_argument(
+        "--fairness", action="store_true", help="run the tenants' fairness run instead"
+    )
+    bench_fairness.add_arguments(parser)
+    parser.add_argument(
+        "--backlog", action="store_true", help="run the backlog's scale run instead"
+    )
+    bench_backlog.add_arguments(parser)
+    bench_copying.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     configure_logging(Settings(log_level="WARNING"), "bench")
     if args.in_flight:
         return bench_inflight.run(args)
+    if args.fairness:
+        return bench_fairness.run(args)
+    if args.backlog:
+        return bench_backlog.run(args)
     config = BenchConfig(
         jobs=args.jobs,
         sqlite_jobs=args.sqlite_jobs,
@@ -93,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
         work_dir=args.work_dir,
         timeout_s=args.timeout,
     )
+    if args.copy:
+        return bench_copying.run(args, config)
     results: list[BrokerResult] = []
     for broker in args.brokers.split(","):
         for attempt in range(args.repeat):
@@ -134,7 +155,7 @@ def report(results: list[BrokerResult], config: BenchConfig) -> str:
             f"{_verdict(r.single_ceiling_ratio)} | {r.slow_jobs_per_s:.1f} | "
             f"{r.blocking_jobs_per_s:.2f} | {r.blocking_ratio:.1f}x |"
         )
-    lines += ["", *_spread(results), "", *_http(results, config)]
+    lines += ["", *_spread(results), "", *_http(results, config), "", *_callbacks(results)]
     lines += ["", *_latencies(results), "", *_processes(results)]
     return "\n".join(lines)
 
@@ -174,6 +195,24 @@ def _http(results: list[BrokerResult], config: BenchConfig) -> list[str]:
             f"({r.http_produced_per_s:.0f}) | {r.http_ceiling_ratio:.0%} | "
             f"{r.http_single_jobs_per_s:.0f} ({r.http_single_produced_per_s:.0f}) | "
             f"{_verdict(r.http_single_ceiling_ratio)} | {r.single_jobs_per_s:.0f} |"
+        )
+    return lines
+
+
+def _callbacks(results: list[BrokerResult]) -> list[str]:
+    lines = [
+        "Callbacks: the batched phase again with a callbackUrl on every job, measured until "
+        "every callback is delivered; what that adds to the CPU of web, worker, beat, "
+        f"PostgreSQL and the broker (target < {TARGET_CALLBACK_CPU_MS:g} ms per job).",
+        "",
+        "| broker | jobs | callbacks delivered | added CPU ms per job |",
+        "|---|---|---|---|",
+    ]
+    for r in results:
+        added = r.callback_cpu_ms_per_job
+        verdict = "met" if added < TARGET_CALLBACK_CPU_MS else "missed"
+        lines.append(
+            f"| {r.broker} | {r.jobs} | {r.callbacks_delivered} | {added:.2f} ({verdict}) |"
         )
     return lines
 
@@ -219,6 +258,7 @@ def _processes(results: list[BrokerResult]) -> list[str]:
             ("one by one", r.single_processes),
             ("HTTP batched", r.http_processes),
             ("HTTP one by one", r.http_single_processes),
+            ("batched, calling back", r.callback_processes),
         ):
             cells = [
                 f"{figures[k].cpu_s_per_1k_jobs:.1f} s / {figures[k].peak_rss_mb:.0f} MB"

@@ -36,9 +36,11 @@ from farmdomain.settings import Settings
 from fluxfarm.processes import Child, Farm, start_pipeline
 from fluxfarm_client import Client as HttpClient
 from jobstore.api_tokens import ApiTokenStore
-from jobstore.schema import events, jobs
+from jobstore.schema import callback_events, events, jobs, result_copies, results
 from jobstore.store import JobStore
 from producers.client import FluxfarmClient
+from tests.callback_receiver import CallbackReceiver
+from tests.http_servers import serve_asgi
 from tests.private_servers import PrivateRedis, running
 from tests.servers import fresh_postgres_database
 
@@ -54,6 +56,9 @@ REQUEST: dict[str, Any] = {
 KINDS = ("web", "worker", "beat", "simulator")
 # the servers the pipeline leans on, whose CPU is part of each job's cost too
 SERVERS = ("database", "broker")
+# where a callback's cost lands: sent by workers, driven by beat, its event written by the
+# database's trigger
+FARM_KINDS = ("web", "worker", "beat", *SERVERS)
 # the generation times of the half-rate run spread over 0 to this many seconds
 HALF_RATE_SPREAD_S = 2.0
 STAGES = ("queue_wait", "submit_http", "webhook_to_succeeded", "created_to_succeeded")
@@ -130,6 +135,9 @@ class BrokerResult:
     single_processes: dict[str, ProcessFigures]
     http_processes: dict[str, ProcessFigures]
     http_single_processes: dict[str, ProcessFigures]
+    # the main phase again with a callbackUrl on every job, once every callback is delivered
+    callback_processes: dict[str, ProcessFigures]
+    callbacks_delivered: int
     slow_jobs: int
     slow_jobs_per_s: float
     blocking_jobs_per_s: float
@@ -150,6 +158,19 @@ class BrokerResult:
     @property
     def http_single_ceiling_ratio(self) -> float:
         return self.http_single_jobs_per_s / self.noop_per_s
+
+    @property
+    def callback_cpu_ms_per_job(self) -> float:
+        """What delivering a job's callback adds to the farm's CPU: its processes and its
+        servers, callbacks phase minus main phase (CPU s per 1,000 jobs = ms per job)."""
+        return round(
+            sum(
+                self.callback_processes[kind].cpu_s_per_1k_jobs
+                - self.processes[kind].cpu_s_per_1k_jobs
+                for kind in FARM_KINDS
+            ),
+            2,
+        )
 
     @property
     def blocking_ratio(self) -> float:
@@ -190,6 +211,8 @@ def run_broker(broker: str, config: BenchConfig, run: int = 1) -> BrokerResult:
         )
         if broker == "rabbitmq":
             _purge_rabbitmq(config.amqp_url)
+        receiver = CallbackReceiver()
+        hook_url = stack.enter_context(serve_asgi(receiver.app())) + "/hook"
         pipeline = start_pipeline(
             farm,
             api_key=SIMULATOR_KEY,
@@ -199,15 +222,18 @@ def run_broker(broker: str, config: BenchConfig, run: int = 1) -> BrokerResult:
             broker_url=broker_url,
             database_url=database_url,
             log_format="json",
+            callback_allowed_hosts=httpx.URL(hook_url).netloc.decode(),
         )
         settings, worker, simulator_url = pipeline.settings, pipeline.worker, pipeline.simulator_url
         store = JobStore.from_settings(settings)
         stack.callback(store.engine.dispose)
-        runner = _Runner(farm, settings, store, config, counter, pipeline.web_url)
+        runner = Runner(farm, settings, store, config, counter, pipeline.web_url, hook_url)
         return runner.measure(broker, count, worker, simulator_url, counter.url)
 
 
-class _Runner:
+class Runner:
+    """One farm's phases: producers, the jobs' figures, each process's usage, the ceiling."""
+
     def __init__(
         self,
         farm: Farm,
@@ -216,9 +242,11 @@ class _Runner:
         config: BenchConfig,
         redis_server: PrivateRedis,
         web_url: str,
+        hook_url: str,
     ) -> None:
         self.farm = farm
         self.web_url = web_url
+        self.hook_url = hook_url
         self.redis = redis_server
         self.settings = settings
         self.store = store
@@ -226,6 +254,8 @@ class _Runner:
         self.producer = Celery("bench.main.producer", set_as_current=False)
         self.server_pids: dict[str, int | None] = {}
         self.producer.conf.update(celery_config(settings))
+        # what the producers submit
+        self.request = REQUEST
 
     def child(self, name: str) -> Child:
         return next(c for c in reversed(self.farm.children) if c.name == name)
@@ -259,15 +289,22 @@ class _Runner:
     ) -> BrokerResult:
         self.find_servers(broker)
         # a short warm-up so imports, connections and JIT-less caches are not in the figures
-        self.run_phase("warmup", min(50, count), self._in_process, batch=self.config.submit_batch)
+        self.run_phase("warmup", min(50, count), self.in_process, batch=self.config.submit_batch)
         self.run_phase("http-warmup", min(50, count), self._over_http, batch=1)
         web = self.child("web")
         offset = _log_size(web)
         main, processes = self.measured_phase(
-            "main", count, self._in_process, self.config.submit_batch
+            "main", count, self.in_process, self.config.submit_batch
         )
         webhook_ms = _webhook_durations(web, offset, main.task_uuids)
-        single, single_processes = self.measured_phase("single", count, self._in_process, 1)
+        called_back, callback_processes = self.measured_phase(
+            "callbacks",
+            count,
+            self._in_process_calling_back,
+            self.config.submit_batch,
+            settle=lambda: self._wait_delivered("callbacks", count),
+        )
+        single, single_processes = self.measured_phase("single", count, self.in_process, 1)
         http, http_processes = self.measured_phase(
             "http", count, self._over_http, self.config.submit_batch
         )
@@ -287,13 +324,13 @@ class _Runner:
         half = self.run_phase(
             "half",
             count,
-            self._in_process,
+            self.in_process,
             rate=main.jobs_per_s / 2,
             batch=self.config.submit_batch,
         )
         half_webhook_ms = _webhook_durations(web, offset, half.task_uuids)
         _set_latency(simulator_url, latency_dist="fixed", latency_s=self.config.blocking_latency_s)
-        slow = self.run_phase("slow", self.config.blocking_jobs, self._in_process)
+        slow = self.run_phase("slow", self.config.blocking_jobs, self.in_process)
         self.farm.kill(worker)
         blocker = self.farm.start_worker(
             "blocking-worker",
@@ -310,7 +347,10 @@ class _Runner:
             broker=broker,
             store="sqlite" if broker == "sqlite" else "postgresql",
             jobs=main.count,
-            failed=sum(p.failed for p in (main, single, http, http_single, half, slow, blocking)),
+            failed=sum(
+                p.failed
+                for p in (main, called_back, single, http, http_single, half, slow, blocking)
+            ),
             jobs_per_s=main.jobs_per_s,
             produced_per_s=main.produced_per_s,
             single_jobs_per_s=single.jobs_per_s,
@@ -332,17 +372,29 @@ class _Runner:
             single_processes=single_processes,
             http_processes=http_processes,
             http_single_processes=http_single_processes,
+            callback_processes=callback_processes,
+            callbacks_delivered=self._delivered("callbacks"),
             slow_jobs=slow.count,
             slow_jobs_per_s=slow.jobs_per_s,
             blocking_jobs_per_s=blocking.jobs_per_s,
         )
 
     def measured_phase(
-        self, tenant: str, count: int, producer: Producer, batch: int
+        self,
+        tenant: str,
+        count: int,
+        producer: Producer,
+        batch: int,
+        settle: Callable[[], None] = lambda: None,
     ) -> tuple[Phase, dict[str, ProcessFigures]]:
-        """A phase, with each process kind's CPU per 1,000 of its jobs and peak memory."""
+        """A phase, with each process kind's CPU per 1,000 of its jobs and peak memory;
+        `settle` waits for what the phase leaves running after its jobs are terminal."""
         before = self.usage()
         phase = self.run_phase(tenant, count, producer, batch=batch)
+        # each phase's images are copied after its jobs are terminal: a phase that did not
+        # wait for them would leave its copies' cost to the next one
+        self._wait_copied(tenant)
+        settle()
         after = self.usage()
         return phase, {
             kind: ProcessFigures(
@@ -353,10 +405,52 @@ class _Runner:
         }
 
     @contextmanager
-    def _in_process(self, tenant: str) -> Iterator[Submit]:
+    def in_process(self, tenant: str) -> Iterator[Submit]:
         """The farm's own client: straight to the store and the broker."""
         with FluxfarmClient(self.settings, tenant=tenant, store=self.store) as client:
-            yield _submitter(client)
+            yield _submitter(client, self.request)
+
+    @contextmanager
+    def _in_process_calling_back(self, tenant: str) -> Iterator[Submit]:
+        """The farm's own client, each job calling back the bench's receiver."""
+        with FluxfarmClient(self.settings, tenant=tenant, store=self.store) as client:
+            yield _submitter(_CallingBack(client, self.hook_url), self.request)
+
+    def _delivered(self, tenant: str) -> int:
+        query = select(func.count()).where(
+            callback_events.c.tenant == tenant, callback_events.c.delivered_at.is_not(None)
+        )
+        with self.store.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def _wait_copied(self, tenant: str) -> None:
+        kept = result_copies.c
+        uncopied = (
+            select(func.count())
+            .select_from(
+                results.join(jobs, jobs.c.id == results.c.job_id).outerjoin(
+                    result_copies,
+                    (kept.task_uuid == results.c.task_uuid)
+                    & (kept.image_uuid == results.c.image_uuid),
+                )
+            )
+            .where(jobs.c.tenant == tenant, kept.stored_at.is_(None), kept.given_up_at.is_(None))
+        )
+        deadline = time.monotonic() + self.config.timeout_s
+        while True:
+            with self.store.engine.connect() as conn:
+                if conn.execute(uncopied).scalar_one() == 0:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{tenant}: images not copied in {self.config.timeout_s}s")
+            time.sleep(0.1)
+
+    def _wait_delivered(self, tenant: str, count: int) -> None:
+        deadline = time.monotonic() + self.config.timeout_s
+        while self._delivered(tenant) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{tenant}: callbacks not delivered in {self.config.timeout_s}s")
+            time.sleep(0.1)
 
     @contextmanager
     def _over_http(self, tenant: str) -> Iterator[Submit]:
@@ -364,7 +458,7 @@ class _Runner:
         tenant's own token (open mode would put every phase under one tenant)."""
         _, token = ApiTokenStore(self.store.engine).create(tenant, "bench")
         with HttpClient(self.web_url, token) as client:
-            yield _submitter(client)
+            yield _submitter(client, self.request)
 
     @contextmanager
     def _blocking(self, tenant: str) -> Iterator[Submit]:
@@ -494,12 +588,26 @@ class _Submits(Protocol):
     def submit_many(self, requests: list[dict[str, Any]]) -> object: ...
 
 
-def _submitter(client: _Submits) -> Submit:
+class _CallingBack:
+    """The in-process client with every job's callbackUrl set."""
+
+    def __init__(self, client: FluxfarmClient, hook_url: str) -> None:
+        self._client = client
+        self._hook_url = hook_url
+
+    def submit(self, request: dict[str, Any]) -> object:
+        return self._client.submit(request, callback_url=self._hook_url)
+
+    def submit_many(self, requests: list[dict[str, Any]]) -> object:
+        return self._client.submit_many(requests, callback_url=self._hook_url)
+
+
+def _submitter(client: _Submits, request: dict[str, Any]) -> Submit:
     def submit(count: int) -> None:
         if count == 1:
-            client.submit(REQUEST)
+            client.submit(request)
         else:
-            client.submit_many([REQUEST] * count)
+            client.submit_many([request] * count)
 
     return submit
 

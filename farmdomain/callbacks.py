@@ -20,8 +20,9 @@ import httpx
 import orjson
 
 from farmdomain.errors import FieldIssue
-from farmdomain.jobs import JobState
+from farmdomain.jobs import Job, JobState
 from farmdomain.settings import Settings
+from farmdomain.text import REFUSED, has_control
 
 CALLBACK_URL_MAX = 2048
 # a retry is due within this share of its scheduled delay either way, so that the
@@ -81,6 +82,8 @@ class CallbackEvent:
     delivered_at: datetime | None
     body: bytes | None
     attempts: list[Attempt] = field(default_factory=list)
+    # the job with its images and history, read with a claim when there is no body yet
+    job: Job | None = None
 
     @property
     def webhook_id(self) -> str:
@@ -138,6 +141,8 @@ def url_issues(url: str, tenant: str, settings: Settings) -> list[FieldIssue]:
 
     if len(url) > CALLBACK_URL_MAX:
         return issue("max_length", f"must be at most {CALLBACK_URL_MAX} characters")
+    if has_control(url):
+        return issue("characters", REFUSED)
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL:

@@ -8,7 +8,8 @@ FluxfarmError
 │   ├── NotRetryable           only a failed job can be queued again
 │   ├── Unauthenticated        401: no bearer token, or one that is unknown or revoked
 │   ├── Forbidden              403: the token may not do this (a read-only token writing)
-│   └── LimitExceeded          a request over a limit: size, nesting, rate, slowness
+│   ├── LimitExceeded          a request over a limit: size, nesting, rate, slowness
+│   └── BudgetExceeded         402: the tenant's remaining budget cannot cover the estimate
 ├── ProviderError              Runware answered badly (raised by the worker's client only)
 │   ├── TransientProviderError retry with the same taskUUID (408, 429, 5xx, timeouts)
 │   └── PermanentProviderError fail the job with Runware's code, message and parameter
@@ -25,6 +26,7 @@ FluxfarmError
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 
 class FluxfarmError(Exception):
@@ -107,6 +109,21 @@ class LimitExceeded(RequestRejected):
         super().__init__(message)
 
 
+class BudgetExceeded(RequestRejected):
+    """The jobs asked for would pass one of the tenant's budgets: refused before queueing."""
+
+    def __init__(
+        self, budget: str, remaining_usd: Decimal, estimate_usd: Decimal, field: str = "request"
+    ) -> None:
+        self.remaining_usd = remaining_usd
+        self.estimate_usd = estimate_usd
+        self.field = field
+        super().__init__(
+            f"{budget}: ${max(remaining_usd, Decimal(0)).normalize():f} remains and the"
+            f" jobs are estimated at ${estimate_usd.normalize():f}"
+        )
+
+
 class ProviderError(FluxfarmError):
     """Runware (or the network to it) did not accept a task."""
 
@@ -129,6 +146,10 @@ class ProviderError(FluxfarmError):
         super().__init__(f"task {task_uuid}: {reason}: {code or 'error'}: {message}{where}")
 
 
+# 429 rate limit, 503 at capacity, 504 queue wait exceeded
+SLOW_DOWN_STATUSES = frozenset({429, 503, 504})
+
+
 class TransientProviderError(ProviderError):
     """Worth retrying with the same taskUUID after a backoff."""
 
@@ -143,6 +164,13 @@ class TransientProviderError(ProviderError):
     ) -> None:
         super().__init__(task_uuid, reason, message, code=code, http_status=http_status)
         self.retry_after = retry_after
+
+    @property
+    def slow_down(self) -> bool:
+        """Runware is refusing for its load, not for this task (a rate limit, an overload, a
+        full queue, or any answer naming a Retry-After): the task is retried until its
+        deadline, and the fleet holds new claims back."""
+        return self.http_status in SLOW_DOWN_STATUSES or self.retry_after is not None
 
 
 class PermanentProviderError(ProviderError):

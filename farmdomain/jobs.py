@@ -58,6 +58,9 @@ class FailureReason(StrEnum):
     SERVER = "server"
     NOT_FOUND = "not_found"
     LOST = "lost"
+    # an image Runware delivered could not be kept in the results store (refused, or not
+    # stored by the job's deadline)
+    STORAGE = "storage"
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,8 @@ class ImageResult:
     storage_key: str | None = None
     sha256: str | None = None
     stored_bytes: int | None = None
+    # when retention deleted the kept copy; None while it is kept (or was never)
+    deleted_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,10 @@ class Job:
     failure_message: str | None = None
     failure_parameter: str | None = None
     retry_of: str | None = None
+    # where the terminal event is POSTed (farmdomain.callbacks); None: nowhere
+    callback_url: str | None = None
     estimate_usd: Decimal = Decimal(0)
+    # inside its tenant, a higher priority is admitted first (farmdomain.admission)
+    priority: int = 0
     images: list[ImageResult] = field(default_factory=list)
     events: list[JobEvent] = field(default_factory=list)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cache
 
@@ -31,6 +32,29 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 COST_BUCKETS = (0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
 STATE_CACHE_S = 5.0
+# Tenants are the operator's (each API token names one), so a tenant label stays few-valued;
+# as a guard against a farm of many, a process labels this many and counts the rest as one
+TENANT_LABELS_MAX = 100
+OTHER_TENANTS = "_other"
+
+
+class TenantLabels:
+    """The tenant label of a series: the tenant's name for the first TENANT_LABELS_MAX a
+    process sees, OTHER_TENANTS past them."""
+
+    def __init__(self, most: int = TENANT_LABELS_MAX) -> None:
+        self._most = most
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, tenant: str) -> str:
+        with self._lock:
+            if tenant in self._seen:
+                return tenant
+            if len(self._seen) < self._most:
+                self._seen.add(tenant)
+                return tenant
+        return OTHER_TENANTS
 
 
 class FarmMetrics:
@@ -61,6 +85,12 @@ class FarmMetrics:
         )
         self.spend = counter(
             "spend_usd_total", "Runware's reported cost, once per distinct result.", ["model"]
+        )
+        self.unconfirmed_spend = counter(
+            "unconfirmed_spend_usd_total",
+            "Costs webhooks reported above the cost factor times the job's estimate: kept"
+            " apart, counted in no spend figure.",
+            ["model"],
         )
         self.results_recorded = counter(
             "results_recorded_total", "Distinct results stored, by how they came.", ["source"]
@@ -104,8 +134,17 @@ class FarmMetrics:
             "callback_delivery_seconds", "A job's terminal transition to its callback delivered."
         )
         self.queue_wait = histogram(
-            "job_queue_wait_seconds", "Created to first claimed by a worker.", ["model"]
+            "job_queue_wait_seconds",
+            "Created to first claimed: the wait for a worker and for admission under the cap.",
+            ["model"],
         )
+        self.tenant_admissions = counter(
+            "tenant_admissions_total",
+            "First claims (admissions under the cap) by tenant; past TENANT_LABELS_MAX"
+            " tenants a process counts the rest as _other.",
+            ["tenant"],
+        )
+        self.tenant_label = TenantLabels()
         self.provider_submit = histogram(
             "provider_submit_seconds", "One imageInference POST to Runware.", ["model"]
         )

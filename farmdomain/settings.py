@@ -43,7 +43,14 @@ class Settings(BaseSettings):
         Path(".fluxfarm"), description="Where the embedded broker, store and secret live."
     )
     broker_url: str | None = Field(
-        None, description="amqp://, redis:// or sqla+sqlite://; default: a SQLite file in data_dir."
+        None,
+        description="amqp://, redis:// or sqla+sqlite://; default: a SQLite file in data_dir."
+        " A RabbitMQ cluster's nodes: their amqp:// URLs separated by `;`, tried in turn.",
+    )
+    broker_queue_type: Literal["classic", "quorum"] = Field(
+        "classic",
+        description="Type of every queue the farm declares on RabbitMQ: quorum (replicated"
+        " across a cluster's nodes, the production setup) or classic.",
     )
     database_url: str | None = Field(
         None, description="postgresql+psycopg:// or sqlite://; default: SQLite in data_dir."
@@ -79,7 +86,34 @@ class Settings(BaseSettings):
         900.0, gt=0, description="Default time from creation to a terminal state."
     )
     queued_republish_after_s: float = Field(
-        120.0, gt=0, description="Reaper republishes a queued job this old."
+        120.0,
+        gt=0,
+        description="Reaper republishes a queued job this old; under a cap, only as many as"
+        " there are free units (the dispatcher admits the others).",
+    )
+    runware_max_in_flight: int = Field(
+        0,
+        ge=0,
+        description="Tasks the whole fleet may have claimed and not yet terminal per Runware key,"
+        " counted in the store; 0: uncapped (still counted). Set it to the account's limit.",
+    )
+    admission_dispatch_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="How often beat starts the dispatcher, which admits jobs waiting for the"
+        " cap; each run keeps admitting them as units free for this long.",
+    )
+    admission_priority_aging_s: float = Field(
+        60.0,
+        gt=0,
+        description="Waiting this long is worth one step of a job's priority: a job goes"
+        " before one of a lower priority created up to that many steps earlier, never later.",
+    )
+    admission_tenants_cache_s: float = Field(
+        5.0,
+        ge=0,
+        description="How long a dispatcher keeps the tenants' weights it read before reading"
+        " them again: a `fluxfarm tenants weight` takes effect within this long.",
     )
     submitting_stale_after_s: float = Field(
         90.0, gt=0, description="Reaper resubmits a job stuck in submitting this long."
@@ -90,6 +124,29 @@ class Settings(BaseSettings):
     reaper_interval_s: float = Field(15.0, gt=0, description="How often beat runs the reaper.")
     webhook_max_body_bytes: int = Field(
         64 * 1024 * 1024, gt=0, description="Largest webhook body (base64 images are big)."
+    )
+    webhook_max_items: int = Field(
+        50,
+        ge=1,
+        description="Most result and error items one webhook body may carry (numberResults"
+        " is at most 20); counted before the body is parsed.",
+    )
+    webhook_cost_factor: float = Field(
+        3.0,
+        ge=1,
+        description="A webhook's cost above this many times the job's per-image estimate is"
+        " kept as unconfirmed and counted in no spend figure.",
+    )
+    webhook_token_ttl_s: float = Field(
+        3600.0,
+        gt=0,
+        description="How long after its job is terminal a task's webhook token is still"
+        " accepted (for Runware's retries of a delivery).",
+    )
+    webhook_body_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Time a webhook's sender has to send its whole body; then 408 and closed.",
     )
     bind_host: str = Field(
         "127.0.0.1", description="Address web listens on; `fluxfarm web --host` sets it."
@@ -107,6 +164,12 @@ class Settings(BaseSettings):
     api_auth: Literal["auto", "required", "open"] = Field(
         "auto",
         description="Job API bearer tokens: auto is open on a loopback bind_host, else required.",
+    )
+    api_token_cache_s: float = Field(
+        5.0,
+        ge=0,
+        description="How long a web process trusts a job API token it found before asking the"
+        " store again: a revocation takes effect within this; 0: every request asks.",
     )
     api_max_body_bytes: int = Field(
         8 * 1024 * 1024, gt=0, description="Largest job API body (reference images may be inline)."
@@ -196,6 +259,14 @@ class Settings(BaseSettings):
         description="ttl sent with every request: how long Runware keeps an imageURL; the"
         " copy is attempted long before, and an alert fires at half of it with no copy.",
     )
+    results_upload: Literal["never", "url", "all"] = Field(
+        "never",
+        description="When Runware PUTs an image straight into an S3 results store"
+        " (uploadEndpoint, a presigned URL per job) and the worker only checks it, instead"
+        " of copying: url = jobs with outputType URL, all = every output type, never. Only"
+        " jobs of one image: several images to one endpoint is undocumented, and those keep"
+        " the copy.",
+    )
     copy_retry_base_s: float = Field(
         1.0, gt=0, description="First backoff of a result image's copy (full jitter)."
     )
@@ -203,6 +274,13 @@ class Settings(BaseSettings):
         30.0,
         gt=0,
         description="Largest single backoff of a copy; storage down longer is waited out.",
+    )
+    results_retention_days: int = Field(
+        0,
+        ge=0,
+        description="Days a result image is kept in the results store, from its copy; 0:"
+        " for ever. A tenant's own (fluxfarm results retention) overrides it; the reaper"
+        " deletes what is past it.",
     )
     copy_redrive_after_s: float = Field(
         60.0,

@@ -35,8 +35,16 @@ class ResultOutcome(StrEnum):
 
     ACCEPTED = "accepted"
     DUPLICATE = "duplicate"
+    # a new image for a job already terminal (canceled, failed): stored and counted, since
+    # Runware bills it; the job's state does not change
     LATE = "late"
     UNKNOWN_TASK = "unknown_task"
+    # a new image beyond the job's numberResults: refused, not stored
+    TOO_MANY_IMAGES = "too_many_images"
+
+
+# the outcomes that stored a result: its image is kept and its cost counted
+STORED_OUTCOMES = (ResultOutcome.ACCEPTED, ResultOutcome.LATE)
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,8 @@ class IncomingResult:
     seed: int | None
     cost_usd: Decimal | None
     nsfw: bool | None
+    # a reported cost the farm does not count (farmdomain.claims); cost_usd is then None
+    unconfirmed_cost_usd: Decimal | None = None
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from farmdomain.admission import PRIORITY_MAX, PRIORITY_MIN
+from farmdomain.callbacks import Attempt, CallbackEvent, CallbackStatus
 from farmdomain.errors import FieldIssue
 from farmdomain.jobs import ImageResult, Job, JobEvent, JobState
+from farmdomain.listing import JobPage, cursor_of
 
 # a kept image's key -> a URL that fetches it for a while
 UrlOf = Callable[[str], str]
@@ -51,16 +54,24 @@ class ImageView(_View):
     has_inline_data: bool = Field(
         description="The image came as base64 data, kept in the job store until it is copied."
     )
+    stored: bool = Field(
+        description="The image is kept in the farm's results store, verified. A job succeeds"
+        " once every image is; until then it stays submitted."
+    )
     sha256: str | None = Field(description="SHA-256 of the kept image; None until it is kept.")
     bytes: int | None = Field(description="Size of the kept image; None until it is kept.")
     url: str | None = Field(
         description="The farm's durable copy, by an expiring URL (presigned for object storage,"
-        " signed and served by the farm for its directory); None until it is kept."
+        " signed and served by the farm for its directory); None until it is kept, and once"
+        " it is deleted."
     )
+    deleted: bool = Field(description="The kept copy was deleted by the tenant's retention.")
+    deleted_at: datetime | None = Field(description="When retention deleted the kept copy.")
 
     @classmethod
     def from_image(cls, image: ImageResult, url_of: UrlOf | None = None) -> ImageView:
-        kept = image.storage_key
+        deleted = image.deleted_at is not None
+        kept = None if deleted else image.storage_key
         return cls(
             image_uuid=image.image_uuid,
             image_url=image.image_url,
@@ -71,9 +82,12 @@ class ImageView(_View):
             late=image.late,
             received_at=image.received_at,
             has_inline_data=image.has_inline_data,
+            stored=kept is not None,
             sha256=image.sha256,
             bytes=image.stored_bytes,
             url=url_of(kept) if kept is not None and url_of is not None else None,
+            deleted=deleted,
+            deleted_at=image.deleted_at,
         )
 
 
@@ -111,6 +125,10 @@ class JobView(_View):
         description="What the job was expected to cost when queued (reserved against a budget)."
     )
     attempts: int = Field(description="Submit attempts made so far.")
+    priority: int = Field(
+        description=f"Inside its tenant, a higher priority is admitted first ({PRIORITY_MIN}"
+        f" to {PRIORITY_MAX}); waiting raises it, so no job waits forever."
+    )
     created_at: datetime
     updated_at: datetime
     deadline_at: datetime
@@ -120,6 +138,9 @@ class JobView(_View):
     request: dict[str, Any] = Field(description="The Runware parameters as stored.")
     failure: FailureView | None
     retry_of: str | None
+    callback_url: str | None = Field(
+        description="Where the job's terminal event is POSTed, signed (Standard Webhooks)."
+    )
     images: list[ImageView]
     events: list[EventView]
 
@@ -146,6 +167,7 @@ class JobView(_View):
             cost_usd=_usd(job.cost_usd),
             estimated_cost_usd=_usd(job.estimate_usd),
             attempts=job.attempts,
+            priority=job.priority,
             created_at=job.created_at,
             updated_at=job.updated_at,
             deadline_at=job.deadline_at,
@@ -155,6 +177,7 @@ class JobView(_View):
             request=job.request,
             failure=failure,
             retry_of=job.retry_of,
+            callback_url=job.callback_url,
             images=[ImageView.from_image(image, url_of) for image in job.images],
             events=[EventView.from_event(event) for event in job.events],
         )
@@ -164,6 +187,74 @@ class BatchView(_View):
     """The jobs of a batch, in the order of its requests."""
 
     jobs: list[JobView]
+
+
+class JobPageView(_View):
+    """A page of the tenant's jobs, newest first."""
+
+    jobs: list[JobView]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page."
+    )
+
+    @classmethod
+    def from_page(cls, page: JobPage, url_of: UrlOf | None = None) -> JobPageView:
+        return cls(
+            jobs=[JobView.from_job(job, url_of) for job in page.jobs],
+            next_cursor=None if page.next is None else cursor_of(page.next),
+        )
+
+
+class CallbackAttemptView(_View):
+    """One delivery attempt of a callback."""
+
+    at: datetime
+    status_code: int | None = Field(description="The answer's HTTP status; null: none came.")
+    latency_ms: float
+    answer: str = Field(description="The first characters of the answer.")
+    error: str | None = Field(description="Why no answer came, when none did.")
+
+    @classmethod
+    def from_attempt(cls, attempt: Attempt) -> CallbackAttemptView:
+        return cls(
+            at=attempt.at,
+            status_code=attempt.status_code,
+            latency_ms=attempt.latency_ms,
+            answer=attempt.answer,
+            error=attempt.error,
+        )
+
+
+class CallbackView(_View):
+    """A job's terminal event and how its delivery stands."""
+
+    id: str = Field(description="The webhook-id, the same on every attempt.")
+    type: str = Field(description="job.succeeded, job.failed or job.canceled.")
+    url: str
+    status: CallbackStatus = Field(
+        description="pending, delivered, dead (every attempt failed; replayable) or gone (410)."
+    )
+    created_at: datetime
+    delivered_at: datetime | None
+    attempts: list[CallbackAttemptView] = Field(description="Every attempt, oldest first.")
+
+    @classmethod
+    def from_event(cls, event: CallbackEvent) -> CallbackView:
+        return cls(
+            id=event.webhook_id,
+            type=event.type,
+            url=event.url,
+            status=event.status,
+            created_at=event.created_at,
+            delivered_at=event.delivered_at,
+            attempts=[CallbackAttemptView.from_attempt(a) for a in event.attempts],
+        )
+
+
+class CallbacksView(_View):
+    """A job's callback events: none until a job with a callbackUrl is terminal."""
+
+    callbacks: list[CallbackView]
 
 
 class ErrorItem(_View):

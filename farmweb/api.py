@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response, status
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
 from pydantic.alias_generators import to_camel
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 
-from farmdomain import metrics
-from farmdomain.errors import (
-    FieldIssue,
-    Forbidden,
-    IdempotencyConflict,
-    JobNotFound,
-    RequestInvalid,
-    Unauthenticated,
-)
-from farmdomain.request_schema import GenerationRequest, parse_request
+from farmdomain.admission import DEFAULT_PRIORITY, PRIORITY_MAX, PRIORITY_MIN
+from farmdomain.callbacks import CALLBACK_URL_MAX
+from farmdomain.jobs import JobState
+from farmdomain.listing import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, JobQuery, position_of
+from farmdomain.request_schema import GenerationRequest
 from farmdomain.text import no_control
-from farmdomain.views import BatchView, ErrorBody, JobView, UrlOf
+from farmdomain.views import (
+    BatchView,
+    CallbacksView,
+    CallbackView,
+    ErrorBody,
+    JobPageView,
+    JobView,
+    UrlOf,
+)
 from farmweb.auth import Caller, caller, client_for, writer
 from farmweb.responses import GUARDED_RESPONSES
 from farmweb.waiting import MAX_WAIT_S, TerminalWatch
@@ -35,24 +34,26 @@ from producers.client import (
     FluxfarmClient,
 )
 
-# pydantic's error types for the envelope fields, in the rule names core's schema uses
-_ENVELOPE_RULES = {
-    "missing": "required",
-    "extra_forbidden": "unknown_parameter",
-    "json_invalid": "json",
-    "model_attributes_type": "object",
-    "dict_type": "object",
-    "list_type": "array",
-    "string_type": "string",
-    "string_too_short": "min_length",
-    "string_too_long": "max_length",
-    "float_type": "number",
-    "float_parsing": "number",
-    "finite_number": "number",
-    "greater_than": "exclusive_minimum",
-    "less_than_equal": "maximum",
-    "value_error": "characters",
-}
+# where a job's terminal event is POSTed; the host is checked against the tenant's allowed
+# ones once the body is well formed (farmdomain.callbacks.url_issues)
+CallbackUrl = Annotated[
+    str, Field(min_length=1, max_length=CALLBACK_URL_MAX), AfterValidator(no_control)
+]
+_CALLBACK_URL_DESCRIPTION = (
+    "Where the job's terminal event (job.succeeded, job.failed, job.canceled) is POSTed,"
+    " signed per Standard Webhooks: an http(s) URL on a host the operator allows"
+    " (FLUXFARM_CALLBACK_ALLOWED_HOSTS, FLUXFARM_CALLBACK_TENANT_HOSTS)."
+)
+
+
+Priority = Annotated[StrictInt, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)]
+_PRIORITY_DESCRIPTION = (
+    "Inside the tenant, a higher priority is admitted to Runware first; waiting counts too"
+    " (one step per FLUXFARM_ADMISSION_PRIORITY_AGING_S), so no job waits forever."
+)
+
+# far longer than any cursor farmdomain.listing makes
+CURSOR_MAX = 512
 
 
 class SubmitBody(BaseModel):
@@ -70,6 +71,8 @@ class SubmitBody(BaseModel):
     deadline_seconds: Annotated[float, Field(gt=0, le=DEADLINE_MAX_S)] | None = Field(
         None, description="Time from creation to a terminal state; default from settings."
     )
+    callback_url: CallbackUrl | None = Field(None, description=_CALLBACK_URL_DESCRIPTION)
+    priority: Priority = Field(DEFAULT_PRIORITY, description=_PRIORITY_DESCRIPTION)
 
 
 class SubmitBatchBody(BaseModel):
@@ -96,6 +99,12 @@ class SubmitBatchBody(BaseModel):
     )
     deadline_seconds: Annotated[float, Field(gt=0, le=DEADLINE_MAX_S)] | None = Field(
         None, description="Time from creation to a terminal state, for each job."
+    )
+    callback_url: CallbackUrl | None = Field(
+        None, description=_CALLBACK_URL_DESCRIPTION + " Each job of the batch calls it back."
+    )
+    priority: Priority = Field(
+        DEFAULT_PRIORITY, description=_PRIORITY_DESCRIPTION + " Each job of the batch has it."
     )
 
 
@@ -131,6 +140,10 @@ def _submitted(
     return {
         status.HTTP_200_OK: {"model": view, "description": repeated},
         status.HTTP_201_CREATED: {"description": created},
+        status.HTTP_402_PAYMENT_REQUIRED: {
+            "model": ErrorBody,
+            "description": "A budget of the tenant cannot cover the estimate; nothing queued.",
+        },
         status.HTTP_409_CONFLICT: {"model": ErrorBody, "description": conflict},
         **_INVALID,
     }
@@ -154,9 +167,17 @@ def build_router(durable_url: UrlOf | None = None) -> APIRouter:
         ),
     )
     def submit_job(body: SubmitBody, response: Response, client: Writer) -> JobView:
-        job, created = client.submit_job(body.request, body.idempotency_key, body.deadline_seconds)
-        if not created:
-            response.status_code = status.HTTP_200_OK
+        job, created = client.submit_job(
+            body.request,
+            body.idempotency_key,
+            body.deadline_seconds,
+            body.callback_url,
+            body.priority,
+        )
+        if created:
+            # a job just created is all in the row that was inserted: no second read
+            return JobView.from_job(job)
+        response.status_code = status.HTTP_200_OK
         return JobView.from_job(client.get(job.id))
 
     @router.post(
@@ -172,10 +193,58 @@ def build_router(durable_url: UrlOf | None = None) -> APIRouter:
         ),
     )
     def submit_batch(body: SubmitBatchBody, response: Response, client: Writer) -> BatchView:
-        queued = client.submit_jobs(body.requests, body.idempotency_key, body.deadline_seconds)
+        queued = client.submit_jobs(
+            body.requests,
+            body.idempotency_key,
+            body.deadline_seconds,
+            body.callback_url,
+            body.priority,
+        )
         if not any(created for _, created in queued):
             response.status_code = status.HTTP_200_OK
         return BatchView(jobs=[JobView.from_job(job) for job, _ in queued])
+
+    @router.get("", operation_id="listJobs", response_model=JobPageView, responses=_INVALID)
+    def list_jobs(
+        client: Reader,
+        state: Annotated[
+            list[JobState] | None,
+            Query(description="Only jobs in these states; repeat for several."),
+        ] = None,
+        created_after: Annotated[
+            AwareDatetime | None,
+            Query(alias="createdAfter", description="Only jobs created after this time."),
+        ] = None,
+        created_before: Annotated[
+            AwareDatetime | None,
+            Query(alias="createdBefore", description="Only jobs created before this time."),
+        ] = None,
+        idempotency_key: Annotated[
+            str | None,
+            Query(alias="idempotencyKey", min_length=1, max_length=IDEMPOTENCY_KEY_MAX),
+            AfterValidator(no_control),
+        ] = None,
+        limit: Annotated[
+            int, Query(ge=1, le=LIST_LIMIT_MAX, description="Most jobs on the page.")
+        ] = LIST_LIMIT_DEFAULT,
+        cursor: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=CURSOR_MAX,
+                description="`nextCursor` of the page before; none: the newest jobs.",
+            ),
+        ] = None,
+    ) -> JobPageView:
+        query = JobQuery(
+            states=tuple(dict.fromkeys(state or ())),
+            created_after=created_after,
+            created_before=created_before,
+            idempotency_key=idempotency_key,
+            limit=limit,
+            after=None if cursor is None else position_of(cursor),
+        )
+        return JobPageView.from_page(client.list_jobs(query), durable_url)
 
     @router.get("/{job_id}", operation_id="getJob", response_model=JobView, responses=_NOT_FOUND)
     async def get_job(
@@ -205,106 +274,14 @@ def build_router(durable_url: UrlOf | None = None) -> APIRouter:
     def cancel_job(job_id: str, client: Writer) -> JobView:
         return JobView.from_job(client.cancel(job_id), durable_url)
 
+    @router.get(
+        "/{job_id}/callbacks",
+        operation_id="getJobCallbacks",
+        response_model=CallbacksView,
+        responses=_NOT_FOUND,
+    )
+    def job_callbacks(job_id: str, client: Reader) -> CallbacksView:
+        events = client.callbacks(job_id)
+        return CallbacksView(callbacks=[CallbackView.from_event(event) for event in events])
+
     return router
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Answer every refusal with the one error body: {"errors": [{field, rule, message}]}."""
-    app.add_exception_handler(RequestValidationError, _invalid_body)
-    app.add_exception_handler(RequestInvalid, _invalid_request)
-    app.add_exception_handler(IdempotencyConflict, _idempotency_conflict)
-    app.add_exception_handler(JobNotFound, _job_not_found)
-    app.add_exception_handler(Unauthenticated, _unauthenticated)
-    app.add_exception_handler(Forbidden, _forbidden)
-    app.add_exception_handler(HTTPException, _http_error)
-
-
-def _refusal(status_code: int, issues: list[FieldIssue]) -> JSONResponse:
-    return JSONResponse(ErrorBody.of(issues).model_dump(mode="json"), status_code=status_code)
-
-
-def _in_request(issue: FieldIssue) -> FieldIssue:
-    field = "request" if issue.field == "request" else f"request.{issue.field}"
-    return FieldIssue(field, issue.rule, issue.message)
-
-
-def _field_name(path: Sequence[str | int]) -> str:
-    """A field as our errors name it: `requests[3].width`."""
-    return "".join(
-        f"[{part}]" if isinstance(part, int) else f".{part}" if i else part
-        for i, part in enumerate(path)
-    )
-
-
-def _envelope_issue(error: Any) -> FieldIssue:
-    path = error["loc"][1:]
-    field = "body" if not path or error["type"] == "json_invalid" else _field_name(path)
-    message = str(error["msg"])
-    return FieldIssue(field, _ENVELOPE_RULES.get(error["type"], error["type"]), message)
-
-
-def _request_issues(body: Any) -> list[FieldIssue]:
-    """The request's issues as core's schema names them (pydantic's names differ)."""
-    try:
-        parse_request(body["request"])
-    except RequestInvalid as exc:
-        return [_in_request(issue) for issue in exc.issues]
-    return []
-
-
-async def _invalid_body(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    errors = exc.errors()
-    in_request = [
-        e for e in errors if e["loc"][:2] == ("body", "request") and e["type"] != "missing"
-    ]
-    issues = [_envelope_issue(e) for e in errors if e not in in_request]
-    if in_request:
-        request_issues = _request_issues(exc.body) if isinstance(exc.body, dict) else []
-        issues += request_issues or [_envelope_issue(e) for e in in_request]
-    return _refusal(status.HTTP_422_UNPROCESSABLE_CONTENT, issues)
-
-
-async def _invalid_request(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestInvalid)
-    return _refusal(status.HTTP_422_UNPROCESSABLE_CONTENT, exc.issues)
-
-
-async def _idempotency_conflict(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, IdempotencyConflict)
-    issue = FieldIssue("idempotencyKey", "same_request", str(exc))
-    return _refusal(status.HTTP_409_CONFLICT, [issue])
-
-
-async def _job_not_found(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, JobNotFound)
-    return _refusal(status.HTTP_404_NOT_FOUND, [FieldIssue("job_id", "exists", str(exc))])
-
-
-def _rejected(reason: str) -> None:
-    metrics.metrics().requests_rejected.labels("api", reason).inc()
-
-
-async def _unauthenticated(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, Unauthenticated)
-    _rejected("unauthenticated")
-    response = _refusal(
-        status.HTTP_401_UNAUTHORIZED, [FieldIssue("authorization", "bearer_token", str(exc))]
-    )
-    response.headers["WWW-Authenticate"] = "Bearer"
-    return response
-
-
-async def _forbidden(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, Forbidden)
-    _rejected("forbidden")
-    return _refusal(status.HTTP_403_FORBIDDEN, [FieldIssue("authorization", "scope", str(exc))])
-
-
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
-    # FastAPI's own refusals (a body it cannot decode, an unknown route) in our error shape
-    assert isinstance(exc, HTTPException)
-    rule = "json" if exc.status_code == status.HTTP_400_BAD_REQUEST else "http"
-    response = _refusal(exc.status_code, [FieldIssue("body", rule, str(exc.detail))])
-    response.headers.update(exc.headers or {})
-    return response

@@ -22,11 +22,12 @@ from farmdomain.heap import freeze_startup_heap
 from farmdomain.logs import configure_logging
 from farmdomain.settings import Settings
 from farmweb import gauges, images, outage, spend, webhook
-from farmweb.api import build_router, install_error_handlers
-from farmweb.auth import ApiAuth, TenantClients, auth_mode, install_auth
+from farmweb.api import build_router
+from farmweb.auth import ApiAuth, FoundTokens, TenantClients, auth_mode, install_auth
 from farmweb.context import WebContext
 from farmweb.limits import RequestLimits, buckets_for
 from farmweb.ops_routes import OpsRoutes
+from farmweb.refusals import install_error_handlers
 from farmweb.request_ids import RequestIds
 from farmweb.responses import document_headers
 from farmweb.waiting import TerminalWatch, terminal_among
@@ -105,7 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.client = FluxfarmClient(settings, store=context.store)
     app.state.terminal_watch = TerminalWatch(terminal_among(context.store.engine))
     tokens = ApiTokenStore(context.store.engine)
-    install_auth(app, ApiAuth(mode, tokens), TenantClients(settings, app.state.client))
+    found = FoundTokens(tokens, settings.api_token_cache_s)
+    install_auth(app, ApiAuth(mode, found), TenantClients(settings, app.state.client))
     app.add_middleware(RequestLimits, settings=settings, buckets=rate_buckets)
     lifetime_s = settings.results_url_ttl_s
     # signed locally (presigned, or by farmweb.images' key): no request per image

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -19,11 +22,14 @@ from starlette.applications import Starlette
 
 from farmdomain.errors import ConfigurationError, Forbidden, Unauthenticated
 from farmdomain.settings import Settings
-from jobstore.api_tokens import ApiTokenStore
+from jobstore.api_tokens import ApiToken, ApiTokenStore, digest
 from producers.client import FluxfarmClient
 
 OPEN_TENANT = "default"
 AuthMode = Literal["required", "open"]
+# tokens a web process keeps found at once: a service holds a few, so this bounds memory
+# without ever evicting a token in use
+TOKEN_CACHE_MAX = 1024
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `fluxfarm token create TENANT`.")
 
@@ -62,10 +68,49 @@ class Caller:
     token_id: str | None
 
 
+class FoundTokens:
+    """Tokens the store found, by digest, each trusted for `ttl_s` before it is asked again,
+    so that a service's every request is not a lookup; a revocation takes effect within
+    `ttl_s`. Only found tokens are kept: an unknown one is asked of the store each time,
+    and garbage cannot push out the tokens in use."""
+
+    def __init__(
+        self,
+        tokens: ApiTokenStore,
+        ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        max_entries: int = TOKEN_CACHE_MAX,
+    ) -> None:
+        self._tokens = tokens
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._max = max_entries
+        self._found: OrderedDict[str, tuple[float, ApiToken]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def find(self, presented: str) -> ApiToken | None:
+        key = digest(presented)
+        now = self._clock()
+        with self._lock:
+            kept = self._found.get(key)
+            if kept is not None and now < kept[0]:
+                return kept[1]
+        found = self._tokens.find(presented)
+        with self._lock:
+            if found is None:
+                self._found.pop(key, None)
+            elif self._ttl_s > 0:
+                self._found[key] = (now + self._ttl_s, found)
+                self._found.move_to_end(key)
+                while len(self._found) > self._max:
+                    self._found.popitem(last=False)
+        return found
+
+
 class ApiAuth:
     """Turns an Authorization header (and, when open, the peer address) into a Caller."""
 
-    def __init__(self, mode: AuthMode, tokens: ApiTokenStore) -> None:
+    def __init__(self, mode: AuthMode, tokens: FoundTokens) -> None:
         self.mode = mode
         self.tokens = tokens
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import structlog
-from celery import Celery
 
-from farmdomain.broker import COPY_QUEUE, COPY_TASK, celery_config
+from farmdomain.broker import COPY_QUEUE, COPY_TASK, BrokerCelery, celery_config
 from farmdomain.settings import Settings
 from farmdomain.values import BodyRecorded, ParsedBody
 from jobstore.copies import keys_to_copy
@@ -19,7 +18,7 @@ class CopyRequests:
     """Publishes one copy message per batch of recorded webhook bodies."""
 
     def __init__(self, settings: Settings) -> None:
-        self._celery = Celery("fluxfarm.web", set_as_current=False)
+        self._celery = BrokerCelery("fluxfarm.web", set_as_current=False)
         self._celery.conf.update(celery_config(settings))
 
     def recorded(self, bodies: Sequence[ParsedBody], done: Sequence[BodyRecorded]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,10 +18,18 @@ from sqlalchemy import Engine, func, select
 
 from farmdomain.broker import SUBMIT_QUEUE, celery_config
 from farmdomain.jobs import JobState
-from farmdomain.metrics import PREFIX, STATE_CACHE_S, FarmMetrics
+from farmdomain.metrics import (
+    OTHER_TENANTS,
+    PREFIX,
+    STATE_CACHE_S,
+    TENANT_LABELS_MAX,
+    FarmMetrics,
+)
 from farmdomain.settings import Settings
+from jobstore.budgets import BudgetStanding, standings
 from jobstore.copies import ResultCopies
-from jobstore.schema import jobs
+from jobstore.schema import jobs, runware_capacity
+from jobstore.waiting import waiting_by_tenant
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +43,14 @@ class FarmState:
     queue_depth: dict[str, int]
     # the oldest result whose image is neither kept nor given up on
     oldest_unstored_age_s: float = 0.0
+    # (units held, cap) of each Runware key's admission count, by key digest
+    capacity: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # seconds left of each key's fleet-wide pause of first claims (Runware's pushback)
+    paused_s: dict[str, float] = field(default_factory=dict)
+    # every tenant's budgets in their current periods
+    budgets: list[BudgetStanding] = field(default_factory=list)
+    # jobs waiting for admission, by tenant
+    waiting: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -55,13 +71,22 @@ def read_farm_state(engine: Engine, broker_depth: Callable[[], dict[str, int]]) 
         oldest = conn.execute(
             select(func.min(jobs.c.created_at)).where(jobs.c.state == JobState.QUEUED.value)
         ).scalar()
+        keys = conn.execute(select(runware_capacity)).all()
     unstored = ResultCopies(engine).oldest_not_stored()
     return FarmState(
         jobs_in_state={state.value: int(counts.get(state.value, 0)) for state in JobState},
         oldest_queued_age_s=max(0.0, (now - oldest).total_seconds()) if oldest else 0.0,
         queue_depth=broker_depth(),
         oldest_unstored_age_s=max(0.0, (now - unstored).total_seconds()) if unstored else 0.0,
+        capacity={row.key_id: (row.held, row.cap) for row in keys},
+        paused_s={row.key_id: _left(row.paused_until, now) for row in keys},
+        budgets=standings(engine, now),
+        waiting=waiting_by_tenant(engine),
     )
+
+
+def _left(until: datetime | None, now: datetime) -> float:
+    return 0.0 if until is None else max(0.0, (until - now).total_seconds())
 
 
 def broker_queue_depth(settings: Settings) -> Callable[[], dict[str, int]]:
@@ -179,6 +204,80 @@ def _state_gauges(state: FarmState) -> Iterator[Metric]:
     for queue, count in state.queue_depth.items():
         depth.add_metric([queue], count)
     yield depth
+    held = GaugeMetricFamily(
+        f"{PREFIX}_runware_in_flight",
+        "Tasks claimed and not yet terminal, counted against each Runware key (store).",
+        labels=["key"],
+    )
+    cap = GaugeMetricFamily(
+        f"{PREFIX}_runware_in_flight_cap",
+        "The fleet's cap of each Runware key (FLUXFARM_RUNWARE_MAX_IN_FLIGHT); 0: uncapped.",
+        labels=["key"],
+    )
+    paused = GaugeMetricFamily(
+        f"{PREFIX}_runware_paused_seconds",
+        "Seconds left of the fleet's pause of new claims on each Runware key, set by a"
+        " 429/503/504 or Retry-After; 0: not paused.",
+        labels=["key"],
+    )
+    for key, (units, most) in state.capacity.items():
+        # a key's digest, never the key; its first characters tell keys apart
+        held.add_metric([key[:8]], units)
+        cap.add_metric([key[:8]], most)
+        paused.add_metric([key[:8]], state.paused_s.get(key, 0.0))
+    yield held
+    yield cap
+    yield paused
+    yield from _budget_gauges(state.budgets)
+    yield _waiting_gauge(state.waiting)
+
+
+def _budget_gauges(found: list[BudgetStanding]) -> Iterator[Metric]:
+    labels = ["tenant", "period"]
+    used = GaugeMetricFamily(
+        f"{PREFIX}_tenant_budget_used_ratio",
+        "Fraction of each tenant's budget its jobs of the period have used or hold reserved;"
+        " 1 or more: no job fits.",
+        labels=labels,
+    )
+    soft = GaugeMetricFamily(
+        f"{PREFIX}_tenant_budget_soft_ratio",
+        "The used fraction past which each tenant's budget warns (fluxfarm tenants budget --soft).",
+        labels=labels,
+    )
+    remaining = GaugeMetricFamily(
+        f"{PREFIX}_tenant_budget_remaining_usd",
+        "What is left of each tenant's budget in its period, after use and reservations.",
+        labels=labels,
+    )
+    for standing in found:
+        key = [standing.tenant, standing.period.value]
+        committed = standing.limit_usd - standing.remaining_usd
+        # a budget of 0 is at its end from the start
+        ratio = float(committed / standing.limit_usd) if standing.limit_usd else 1.0
+        used.add_metric(key, ratio)
+        soft.add_metric(key, standing.soft_fraction)
+        remaining.add_metric(key, float(standing.remaining_usd))
+    yield used
+    yield soft
+    yield remaining
+
+
+def _waiting_gauge(waiting: dict[str, int]) -> Metric:
+    """Jobs waiting per tenant: the TENANT_LABELS_MAX tenants with most waiting by name,
+    the rest together as OTHER_TENANTS."""
+    gauge = GaugeMetricFamily(
+        f"{PREFIX}_tenant_jobs_waiting",
+        "Jobs of each tenant waiting for admission (queued, never claimed).",
+        labels=["tenant"],
+    )
+    ranked = sorted(waiting.items(), key=lambda item: (-item[1], item[0]))
+    for tenant, count in ranked[:TENANT_LABELS_MAX]:
+        gauge.add_metric([tenant], count)
+    rest = sum(count for _, count in ranked[TENANT_LABELS_MAX:])
+    if rest:
+        gauge.add_metric([OTHER_TENANTS], rest)
+    return gauge
 
 
 def exported_metric_names() -> set[str]:

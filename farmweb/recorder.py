@@ -8,6 +8,10 @@ per image fall as the batches grow. The wait costs no thread: only the writers h
 each with a pooled connection. The writers' threads are their own, so webhooks never queue
 behind the job API's calls for the shared thread pool.
 
+Before a batch is written, each body's claims are judged against what the store knows of
+its task (farmdomain.claims), with one read for the whole batch: a body refused there gets
+its WebhookRejected and the others are written.
+
 Every receiver gets its own body's outcomes or the error that ended its batch: a store
 outage ends the whole batch, any other error only the body that caused it; a receiver
 whose client left still has its body written, since Runware will send it again anyway and
@@ -19,10 +23,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
-from farmdomain.values import BodyRecorded, ParsedBody
+from farmdomain import metrics
+from farmdomain.claims import ClaimRules
+from farmdomain.errors import WebhookRejected
+from farmdomain.request_schema import MODEL_ID
+from farmdomain.values import BodyRecorded, ParsedBody, ResultOutcome, utcnow
 from farmweb import outage
 from jobstore.bodies import record_many
+from jobstore.claims import task_facts
 from jobstore.protocol import Store
 
 _Waiting = tuple[ParsedBody, "asyncio.Future[BodyRecorded]"]
@@ -30,8 +40,34 @@ _Waiting = tuple[ParsedBody, "asyncio.Future[BodyRecorded]"]
 AfterRecording = Callable[[Sequence[ParsedBody], Sequence[BodyRecorded]], None]
 
 
+# each body as the farm believes it, or why it is refused
+Judge = Callable[[Sequence[ParsedBody]], list[ParsedBody | WebhookRejected]]
+
+
 def _nothing(_bodies: Sequence[ParsedBody], _done: Sequence[BodyRecorded]) -> None:
     pass
+
+
+def judged_by_claims(
+    store: Store, rules: ClaimRules, clock: Callable[[], datetime] = utcnow
+) -> Judge:
+    """A Judge holding each body to `rules` against the store's facts of its task."""
+
+    def judge(bodies: Sequence[ParsedBody]) -> list[ParsedBody | WebhookRejected]:
+        facts = task_facts(store.engine, {task for body in bodies for task in body.task_uuids})
+        now = clock()
+        seen: dict[str, set[str]] = {}
+        judged: list[ParsedBody | WebhookRejected] = []
+        for body in bodies:
+            # the receiver lets through only bodies naming the task of their URL (or none)
+            task = next(iter(body.task_uuids), "")
+            try:
+                judged.append(rules.judge(body, facts.get(task), now, seen.setdefault(task, set())))
+            except WebhookRejected as exc:
+                judged.append(exc)
+        return judged
+
+    return judge
 
 
 class WebhookRecorder:
@@ -41,11 +77,13 @@ class WebhookRecorder:
     def __init__(
         self,
         store: Store,
+        judge: Judge,
         max_batch: int = 100,
         writers: int = 2,
         after: AfterRecording = _nothing,
     ) -> None:
         self._store = store
+        self._judge = judge
         self._after = after
         self._max_batch = max_batch
         self.writers = writers
@@ -95,13 +133,29 @@ class WebhookRecorder:
                 future.set_exception(exc)
             return
         for (_, future), own in zip(batch, outcomes, strict=True):
-            future.set_result(own)
+            if isinstance(own, WebhookRejected):
+                future.set_exception(own)
+            else:
+                future.set_result(own)
 
-    def _record_many(self, bodies: list[ParsedBody]) -> list[BodyRecorded]:
-        done = record_many(self._store, bodies, "webhook")
-        self._after(bodies, done)
-        return done
+    def _record_many(self, bodies: list[ParsedBody]) -> list[BodyRecorded | WebhookRejected]:
+        judged = self._judge(bodies)
+        believed = [body for body in judged if not isinstance(body, WebhookRejected)]
+        done = record_many(self._store, believed, "webhook")
+        _count_unconfirmed(believed, done)
+        self._after(believed, done)
+        recorded = iter(done)
+        return [body if isinstance(body, WebhookRejected) else next(recorded) for body in judged]
 
     def close(self) -> None:
         """Let the writer threads go once their batches are written."""
         self._threads.shutdown(wait=True)
+
+
+def _count_unconfirmed(bodies: Sequence[ParsedBody], done: Sequence[BodyRecorded]) -> None:
+    """Add the unconfirmed costs of the results these bodies stored now."""
+    unconfirmed = metrics.metrics().unconfirmed_spend.labels(MODEL_ID)
+    for body, recorded in zip(bodies, done, strict=True):
+        for result, outcome in zip(body.results, recorded.outcomes, strict=False):
+            if outcome is ResultOutcome.ACCEPTED and result.unconfirmed_cost_usd:
+                unconfirmed.inc(float(result.unconfirmed_cost_usd))

@@ -1,4 +1,5 @@
-"""GET /v1/spend: the calling tenant's spend per day and model."""
+"""GET /v1/spend: the calling tenant's spend per day and model, and its budgets: used,
+reserved and remaining in the current day and month."""
 
 from __future__ import annotations
 

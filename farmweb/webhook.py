@@ -11,6 +11,7 @@ cost `web` measurably more CPU per delivery (README, Performance).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 from urllib.parse import parse_qsl
@@ -24,13 +25,19 @@ from farmdomain.errors import WebhookRejected
 from farmdomain.values import BodyRecorded, ResultOutcome
 from farmweb import outage
 from farmweb.context import WebContext
-from runware_edge.bodies import parse_body
+from runware_edge.bodies import item_count, parse_body
 from runware_edge.tokens import verify
 
 log = structlog.get_logger(__name__)
 
 WEBHOOK_PREFIX = "/webhooks/runware/"
 STORE_UNAVAILABLE = "store_unavailable"
+TOO_LARGE = "too_large"
+TOO_MANY_ITEMS = "too_many_items"
+# every item names its task: counted in the raw bytes, a body of many items is refused
+# before it is decoded (a key written with escapes slips past, to the count after decoding)
+_ITEM_MARK = b'"taskUUID"'
+SLOW_BODY = "slow_body"
 
 
 def _answer_doc(description: str) -> dict[str, Any]:
@@ -63,11 +70,20 @@ OPENAPI_PATHS: dict[str, Any] = {
             "responses": {
                 "200": _answer_doc("Recorded (or a duplicate or late result): an outcome each."),
                 "400": _answer_doc("The body is not JSON or not a Runware body."),
-                "401": _answer_doc("The token is missing or wrong."),
+                "401": _answer_doc(
+                    "The token is missing or wrong, or expired after the job finished."
+                ),
                 "403": _answer_doc("The body names a task this token does not cover."),
                 "404": _answer_doc("No job has this taskUUID."),
+                "409": _answer_doc("The body would give the job more images than it asked for."),
+                "422": _answer_doc(
+                    "A claim the farm does not believe: an image URL off the download"
+                    " allow-list, inline data larger than the request's size or of another"
+                    " format."
+                ),
                 "405": _answer_doc("Only POST is answered."),
-                "413": _answer_doc("The body is over the size limit."),
+                "408": _answer_doc("The body was not sent within the body timeout."),
+                "413": _answer_doc("The body is over the size or item limit."),
                 "503": _answer_doc("The store cannot be reached; Runware delivers again."),
             },
         }
@@ -113,7 +129,10 @@ class WebhookReceiver:
             log.warning("webhook.rejected", outcome=exc.outcome, reason=str(exc))
             metrics.metrics().requests_rejected.labels("webhook", exc.outcome).inc()
             _handled([exc.outcome], started)
-            return exc.status_code, {"error": {"outcome": exc.outcome, "message": str(exc)}}, []
+            body = {"error": {"outcome": exc.outcome, "message": str(exc)}}
+            # the unread rest of a cut-off body would otherwise be taken as the next request
+            unread = exc.outcome in (TOO_LARGE, TOO_MANY_ITEMS, SLOW_BODY)
+            return exc.status_code, body, [(b"connection", b"close")] if unread else []
         except outage.STORE_DOWN as exc:
             # nothing was recorded: Runware delivers again, and recording is idempotent
             reason = str(outage.unavailable(exc))
@@ -130,17 +149,36 @@ class WebhookReceiver:
         if ResultOutcome.UNKNOWN_TASK in outcomes:
             body = {"error": {"outcome": "unknown_task", "message": "no job has this taskUUID"}}
             return 404, body, []
+        if ResultOutcome.TOO_MANY_IMAGES in outcomes:
+            # a delivery racing another for the job's last places: the store kept the count
+            outcome = ResultOutcome.TOO_MANY_IMAGES.value
+            metrics.metrics().requests_rejected.labels("webhook", outcome).inc()
+            message = "the job has all the images it asked for"
+            return 409, {"error": {"outcome": outcome, "message": message}}, []
         return 200, {"outcomes": outcomes}, []
 
     async def _record(self, task_uuid: str, scope: Scope, receive: Receive) -> BodyRecorded:
         context = self.context
         if not verify(task_uuid, _query_value(scope, "token"), context.webhook_secrets):
             raise WebhookRejected("bad_token", 401, "webhook token is missing or wrong")
-        raw = await _read_limited(scope, receive, context.settings.webhook_max_body_bytes)
+        settings = context.settings
+        try:
+            async with asyncio.timeout(settings.webhook_body_timeout_s):
+                raw = await _read_limited(scope, receive, settings.webhook_max_body_bytes)
+        except TimeoutError as exc:
+            timeout = settings.webhook_body_timeout_s
+            raise WebhookRejected(SLOW_BODY, 408, f"body not sent within {timeout:g}s") from exc
+        too_many = WebhookRejected(
+            TOO_MANY_ITEMS, 413, f"body carries over {settings.webhook_max_items} items"
+        )
+        if raw.count(_ITEM_MARK) > settings.webhook_max_items:
+            raise too_many
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise WebhookRejected("malformed", 400, "body is not valid JSON") from exc
+        if item_count(payload) > settings.webhook_max_items:
+            raise too_many
         parsed = parse_body(payload)
         if parsed.task_uuids - {task_uuid}:
             raise WebhookRejected("bad_token", 403, "body names a task this token does not cover")
@@ -179,7 +217,7 @@ def _declared_length(scope: Scope) -> int | None:
 async def _read_limited(scope: Scope, receive: Receive, limit: int) -> bytes:
     declared = _declared_length(scope)
     if declared is not None and declared > limit:
-        raise WebhookRejected("too_large", 413, f"body over {limit} bytes")
+        raise WebhookRejected(TOO_LARGE, 413, f"body over {limit} bytes")
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -188,7 +226,7 @@ async def _read_limited(scope: Scope, receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise WebhookRejected("too_large", 413, f"body over {limit} bytes")
+            raise WebhookRejected(TOO_LARGE, 413, f"body over {limit} bytes")
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)

@@ -13,7 +13,7 @@ from farmdomain import metrics
 from farmdomain.errors import ConfigurationError
 from farmdomain.settings import Settings
 from fluxfarm import demo
-from producers.cli import add_commands
+from producers.cli import add_commands, run
 
 # against slow and greedy clients (farmweb.limits caps the job API's bodies and rate)
 KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this
@@ -105,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         args.bench_arguments = rest
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    code: int = args.handler(args)
-    return code
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,18 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+@dataclass(frozen=True)
+class Host:
+    """Where a child runs: the address it listens on, and the command prefix that puts it
+    there (e.g. `ip netns exec NAME` for a network namespace; none for this machine)."""
+
+    address: str = "127.0.0.1"
+    prefix: tuple[str, ...] = ()
+
+
+LOCAL = Host()
+
+
 @dataclass
 class Child:
     name: str
@@ -119,7 +131,15 @@ class Farm:
     ) -> None:
         self.stop()
 
-    def spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> Child:
+    def spawn(
+        self,
+        name: str,
+        argv: list[str],
+        extra_env: dict[str, str] | None = None,
+        host: Host = LOCAL,
+    ) -> Child:
+        # the prefix is kept in the child's argv: a restart runs on the same host
+        argv = [*host.prefix, *argv]
         log_path = self.log_dir / f"{name}.log"
         env = {**os.environ, **settings_env(self.settings), **(extra_env or {})}
         env.setdefault("FLUXFARM_LOG_FORMAT", "json")
@@ -141,16 +161,17 @@ class Farm:
             self.children.append(child)
         return child
 
-    def start_simulator(self, *flags: str) -> str:
+    def start_simulator(self, *flags: str, host: Host = LOCAL) -> str:
         """Start `python -m simulator`; returns its base URL."""
         child = self.spawn(
             "simulator",
-            [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", "0", *flags],
+            [sys.executable, "-m", "simulator", "--host", host.address, "--port", "0", *flags],
+            host=host,
         )
         found = self._wait_for(child, lambda: _SIMULATOR_READY.search(child.log()))
         return found.group(1)
 
-    def start_web(self, port: int, name: str = "web") -> str:
+    def start_web(self, port: int, name: str = "web", host: Host = LOCAL) -> str:
         proxies = self.settings.forwarded_allow_ips
         forwarded = ["--forwarded-allow-ips", proxies] if proxies else ["--no-proxy-headers"]
         child = self.spawn(
@@ -162,14 +183,16 @@ class Farm:
                 "farmweb.app:create_app",
                 "--factory",
                 "--host",
-                "127.0.0.1",
+                host.address,
                 "--port",
                 str(port),
                 "--no-access-log",
                 *forwarded,
             ],
+            {"FLUXFARM_BIND_HOST": host.address},
+            host,
         )
-        url = f"http://127.0.0.1:{port}"
+        url = f"http://{host.address}:{port}"
         self._wait_for(child, lambda: _answers(f"{url}/healthz"))
         return url
 
@@ -189,6 +212,7 @@ class Farm:
         app: str = "worker.app",
         queues: tuple[str, ...] = (),
         extra_env: dict[str, str] | None = None,
+        host: Host = LOCAL,
     ) -> Child:
         """A Celery worker; pool and concurrency default to the settings'."""
         metrics_port = free_port()
@@ -215,15 +239,17 @@ class Farm:
                 "--without-heartbeat",
             ],
             {"FLUXFARM_WORKER_METRICS_PORT": str(metrics_port), **(extra_env or {})},
+            host,
         )
-        child.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        child.metrics_url = f"http://{host.address}:{metrics_port}/metrics"
         self._wait_for(child, lambda: " ready." in child.log())
         return child
 
-    def start_beat(self) -> Child:
+    def start_beat(self, host: Host = LOCAL) -> Child:
         child = self.spawn(
             "beat",
             [sys.executable, "-m", "celery", "-A", "worker.app", "beat", "--loglevel", "INFO"],
+            host=host,
         )
         self._wait_for(child, lambda: "beat: Starting" in child.log())
         return child

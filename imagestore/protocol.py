@@ -30,6 +30,12 @@ def image_key(job_id: str, image_uuid: str, output_format: str) -> str:
     return f"images/{job_id}/{image_uuid}.{extension}"
 
 
+def upload_key(job_id: str, output_format: str) -> str:
+    """The key of a job's one image as Runware uploads it: named before the image (and
+    its imageUUID) exists, so by the job alone."""
+    return image_key(job_id, "upload", output_format)
+
+
 @dataclass(frozen=True)
 class StoredObject:
     """What the store holds under a key."""

@@ -45,12 +45,15 @@ class ApiToken:
     revoked_at: datetime | None
 
 
+def tenant_issues(tenant: str) -> list[FieldIssue]:
+    """Why `tenant` cannot name a tenant, if it cannot; [] if it may."""
+    if _TENANT.fullmatch(tenant):
+        return []
+    return [FieldIssue("tenant", "pattern", "1-64 of a-z, 0-9, '.', '_', '-', starting alnum")]
+
+
 def _check(tenant: str, label: str) -> None:
-    issues = []
-    if not _TENANT.fullmatch(tenant):
-        issues.append(
-            FieldIssue("tenant", "pattern", "1-64 of a-z, 0-9, '.', '_', '-', starting alnum")
-        )
+    issues = tenant_issues(tenant)
     if not 1 <= len(label) <= _LABEL_MAX:
         issues.append(FieldIssue("label", "length", f"must be 1 to {_LABEL_MAX} characters"))
     if issues:

@@ -3,7 +3,9 @@ the copy task kept (key, sha256, bytes, content type) or why it could not.
 
 A copy row is written only by the copy task, beside the result it copies: `stored_at`
 set means the image is durable in the results store; `given_up_at` set means no further
-attempt will be made (refused, or its URL expired) and `failure_reason` says why.
+attempt will be made (refused, or its URL expired) and `failure_reason` says why. The
+write that settles a job's last image makes the job terminal in the same transaction
+(jobstore.settling); `deleted_at` set means retention deleted the image since.
 """
 
 from __future__ import annotations
@@ -15,8 +17,15 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, or_, select, tuple_, update
 
-from farmdomain.values import BodyRecorded, ParsedBody, ResultOutcome, utcnow
-from jobstore import dialects
+from farmdomain.values import (
+    STORED_OUTCOMES,
+    BodyRecorded,
+    ParsedBody,
+    StoreObserver,
+    Transition,
+    utcnow,
+)
+from jobstore import dialects, settling
 from jobstore.schema import jobs, result_copies, results
 from jobstore.statements import translated_errors
 
@@ -35,6 +44,8 @@ class CopyOrder:
     image_data: str | None
     received_at: datetime
     output_format: str
+    output_type: str
+    number_results: int
     # width x height the job asked for; None when the request named no size
     size: tuple[int, int] | None
     attempts: int
@@ -64,6 +75,7 @@ class CopyState:
     attempts: int
     failure_reason: str | None
     given_up: bool
+    deleted_at: datetime | None
 
 
 def _size(request: dict[str, Any]) -> tuple[int, int] | None:
@@ -74,9 +86,16 @@ def _size(request: dict[str, Any]) -> tuple[int, int] | None:
 class ResultCopies:
     """The copy rows of the store on `engine`."""
 
-    def __init__(self, engine: Engine, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Callable[[], datetime] = utcnow,
+        observers: Sequence[StoreObserver] = (),
+    ) -> None:
         self.engine = engine
         self._clock = clock
+        # told of the jobs a copy made terminal, like the job store's own
+        self.observers = list(observers)
 
     def orders(self, keys: Sequence[ResultKey]) -> list[CopyOrder]:
         """The results named by `keys` that exist, with their jobs' requests."""
@@ -116,6 +135,8 @@ class ResultCopies:
                 image_data=row.image_data,
                 received_at=row.received_at,
                 output_format=str(row.request.get("outputFormat", "JPG")),
+                output_type=str(row.request.get("outputType", "URL")),
+                number_results=int(row.request.get("numberResults") or 1),
                 size=_size(row.request),
                 attempts=row.attempts or 0,
                 stored=row.stored_at is not None,
@@ -125,8 +146,9 @@ class ResultCopies:
         ]
 
     def stored(self, order: CopyOrder, kept: Kept) -> bool:
-        """Record that `kept` holds the result's image and drop its inline data; True if
-        this call recorded it, False if an earlier copy had."""
+        """Record that `kept` holds the result's image and drop its inline data, and make
+        the job succeed if this was its last image; True if this call recorded it, False
+        if an earlier copy had."""
         now = self._clock()
         values = {
             "storage_key": kept.key,
@@ -139,6 +161,7 @@ class ResultCopies:
             "updated_at": now,
         }
         with translated_errors(), self.engine.begin() as conn:
+            settling.lock_job(conn, order.job_id)
             written = conn.execute(self._upsert(conn, order, values)).first()
             if written is None:
                 return False
@@ -151,11 +174,13 @@ class ResultCopies:
                 )
                 .values(image_data=None)
             )
+            transition = settling.settle(conn, order.job_id, now)
+        self._notify(transition)
         return True
 
     def failed(self, order: CopyOrder, reason: str, message: str, *, give_up: bool) -> int:
-        """Record a failed attempt (and, with `give_up`, that no other follows); the
-        number of attempts made so far."""
+        """Record a failed attempt (and, with `give_up`, that no other follows, which fails
+        the job if this was its last image to settle); the number of attempts made so far."""
         now = self._clock()
         values = {
             "failure_reason": reason,
@@ -163,9 +188,21 @@ class ResultCopies:
             "given_up_at": now if give_up else None,
             "updated_at": now,
         }
+        transition = None
         with translated_errors(), self.engine.begin() as conn:
+            if give_up:
+                settling.lock_job(conn, order.job_id)
             row = conn.execute(self._upsert(conn, order, values)).first()
+            if give_up and row is not None:
+                transition = settling.settle(conn, order.job_id, now)
+        self._notify(transition)
         return int(row.attempts) if row is not None else order.attempts
+
+    def _notify(self, transition: Transition | None) -> None:
+        if transition is None:
+            return
+        for observer in self.observers:
+            observer.transitioned(transition)
 
     def _upsert(self, conn: Connection, order: CopyOrder, values: dict[str, Any]) -> Any:
         """INSERT the copy row of `order` with `values`, or UPDATE it if it exists; one
@@ -248,17 +285,24 @@ class ResultCopies:
                 attempts=row.attempts,
                 failure_reason=row.failure_reason,
                 given_up=row.given_up_at is not None,
+                deleted_at=row.deleted_at,
             )
             for row in rows
         }
 
+    def why_not_stored(self, job_id: str, number_results: int) -> str | None:
+        """ "2 of 4 images not stored: <image>: <why>, ..." for the job's images not kept;
+        None when all of them are."""
+        with translated_errors(), self.engine.connect() as conn:
+            copies = settling.copies_of(conn, job_id)
+        return settling.not_stored(copies, number_results)
+
 
 def keys_to_copy(bodies: Sequence[ParsedBody], recorded: Sequence[BodyRecorded]) -> list[ResultKey]:
     """The results these bodies stored now (on time or late): each one's image to keep."""
-    kept = (ResultOutcome.ACCEPTED, ResultOutcome.LATE)
     return [
         (result.task_uuid, result.image_uuid)
         for body, done in zip(bodies, recorded, strict=True)
         for result, outcome in zip(body.results, done.outcomes, strict=False)
-        if outcome in kept
+        if outcome in STORED_OUTCOMES
     ]

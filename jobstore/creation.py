@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Row
 
+from farmdomain.admission import DEFAULT_PRIORITY, ranked_at
 from farmdomain.errors import IdempotencyConflict
 from farmdomain.jobs import JobState
 from farmdomain.pricing import estimate_usd
@@ -29,10 +30,17 @@ class NewJob:
     retry_of: str | None = None
     # creation -> terminal for this job; without it, the one create_jobs is given
     deadline_s: float | None = None
+    # where the job's terminal event is POSTed, checked by farmdomain.callbacks.url_issues
+    callback_url: str | None = None
+    # inside its tenant, a higher priority is admitted first (farmdomain.admission)
+    priority: int = DEFAULT_PRIORITY
 
 
-def job_row(new: NewJob, tenant: str, deadline_s: float, now: datetime) -> dict[str, Any]:
-    """The row of a queued job, keyed by column, with an id and a taskUUID of its own."""
+def job_row(
+    new: NewJob, tenant: str, deadline_s: float, now: datetime, aging_s: float
+) -> dict[str, Any]:
+    """The row of a queued job, keyed by column, with an id and a taskUUID of its own;
+    `aging_s` is what one step of priority is worth in waiting (farmdomain.admission)."""
     return {
         "id": str(uuid.uuid4()),
         "task_uuid": str(uuid.uuid4()),
@@ -50,6 +58,9 @@ def job_row(new: NewJob, tenant: str, deadline_s: float, now: datetime) -> dict[
         "updated_at": now,
         "deadline_at": now + timedelta(seconds=new.deadline_s or deadline_s),
         "retry_of": new.retry_of,
+        "callback_url": new.callback_url,
+        "priority": new.priority,
+        "ranked_at": ranked_at(now, new.priority, aging_s),
     }
 
 

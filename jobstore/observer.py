@@ -15,12 +15,10 @@ import structlog
 from farmdomain import metrics
 from farmdomain.jobs import Job, JobState
 from farmdomain.request_schema import MODEL_ID
-from farmdomain.values import ResultOutcome, StoreObserver, Transition
+from farmdomain.values import STORED_OUTCOMES, ResultOutcome, StoreObserver, Transition
 from jobstore.protocol import Store
 
 log = structlog.get_logger("fluxfarm.jobs")
-
-_COUNTED = (ResultOutcome.ACCEPTED, ResultOutcome.LATE)
 
 
 def _seconds(start: datetime | None, end: datetime | None) -> float | None:
@@ -56,6 +54,7 @@ class MetricsObserver(StoreObserver):
         if source is JobState.QUEUED and target is JobState.SUBMITTING:
             self.m.jobs_submitted.labels(MODEL_ID).inc()
             self.m.queue_wait.labels(MODEL_ID).observe(stage_s or 0.0)
+            self.m.tenant_admissions.labels(self.m.tenant_label(job.tenant)).inc()
         if target.terminal:
             self._finished(job, target, total_s or 0.0)
         log.info(
@@ -86,7 +85,7 @@ class MetricsObserver(StoreObserver):
         self, outcome: ResultOutcome, cost_usd: Decimal | None, source: str
     ) -> None:
         # the store reports a duplicate as such, so each distinct result is counted once
-        if outcome not in _COUNTED:
+        if outcome not in STORED_OUTCOMES:
             return
         self.m.results_recorded.labels(source).inc()
         if cost_usd:

@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 
 from farmdomain.jobs import Job, JobState
 from farmdomain.values import Failure, IncomingResult, ResultOutcome, StoreObserver
+from jobstore.capacity import Admission, KeyState
 from jobstore.creation import NewJob
 from jobstore.results import Recorded
 
@@ -22,6 +23,8 @@ class Store(Protocol):
     # the tables' other users (tokens, spend, gauges) query beside the jobs
     engine: Engine
     observers: list[StoreObserver]
+    # the Runware key whose capacity the claims take, and its cap
+    admission: Admission
 
     def create_job(
         self,
@@ -54,7 +57,19 @@ class Store(Protocol):
 
     def claim(self, job_id: str, expected_attempts: int) -> Job | None: ...
 
-    def claim_many(self, claims: Sequence[tuple[str, int]]) -> list[Job]: ...
+    def claim_many(
+        self, claims: Sequence[tuple[str, int]], admitted: bool = False
+    ) -> list[Job]: ...
+
+    def capacity_held(self) -> tuple[int, int]: ...
+
+    def key_state(self) -> KeyState: ...
+
+    def end_backlog(self) -> None: ...
+
+    def pause_claims(self, until: datetime) -> None: ...
+
+    def claims_paused_until(self) -> datetime | None: ...
 
     def mark_submitted(self, job_id: str, detail: dict[str, Any]) -> bool: ...
 

@@ -1,4 +1,5 @@
-"""Spend per day and model from the store: Runware's reported cost, once per stored result.
+"""Spend per day and model from the store: Runware's reported cost, once per stored result;
+beside it, the tenants' budgets as they stand (jobstore.budgets).
 
 Over all tenants it is the figure the `fluxfarm_spend_usd_total` counter adds up (each
 distinct result once, late ones included), but exact and kept as long as the store is.
@@ -17,6 +18,7 @@ from sqlalchemy import Engine, func, select
 from farmdomain.request_schema import MODEL_ID
 from farmdomain.values import from_micros
 from jobstore import dialects
+from jobstore.budgets import BudgetStanding, standings
 from jobstore.schema import jobs, results
 
 DEFAULT_DAYS = 30
@@ -40,6 +42,10 @@ class SpendReport(BaseModel):
     since: datetime = Field(description="Start of the period (UTC).")
     days: list[SpendDay]
     total_usd: Decimal = Field(description="Sum over the period.")
+    budgets: list[BudgetStanding] = Field(
+        description="The tenant's budgets (every tenant's, for the operator) in their"
+        " current periods: none for a tenant without one."
+    )
 
 
 def spend_report(
@@ -49,8 +55,10 @@ def spend_report(
     tenant: str | None = None,
     now: datetime | None = None,
 ) -> SpendReport:
-    """Spend of the last `days` UTC days, today included, oldest first; one tenant or all."""
-    today = (now or datetime.now(UTC)).replace(hour=0, minute=0, second=0, microsecond=0)
+    """Spend of the last `days` UTC days, today included, oldest first, and the budgets as
+    they stand; one tenant or all."""
+    now = now or datetime.now(UTC)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     since = today - timedelta(days=days - 1)
     day = dialects.of(engine).utc_day(results.c.received_at).label("day")
     query = (
@@ -68,4 +76,9 @@ def spend_report(
         SpendDay(day=str(d), model=MODEL_ID, usd=from_micros(int(m)) or Decimal(0), results=n)
         for d, m, n in rows
     ]
-    return SpendReport(since=since, days=spent, total_usd=sum((s.usd for s in spent), Decimal(0)))
+    return SpendReport(
+        since=since,
+        days=spent,
+        total_usd=sum((s.usd for s in spent), Decimal(0)),
+        budgets=standings(engine, now, tenant),
+    )

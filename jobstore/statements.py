@@ -4,7 +4,7 @@ job values."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
@@ -12,7 +12,9 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Integer,
     Row,
+    and_,
     bindparam,
     func,
     insert,
@@ -28,39 +30,72 @@ from jobstore import dialects
 from jobstore.schema import events, jobs, result_copies, results
 
 
-def images_of(conn: Connection, job_id: str) -> list[ImageResult]:
+def _images(conn: Connection, which: ColumnElement[bool]) -> list[tuple[str, ImageResult]]:
+    """The images of the jobs `which` selects among results, as (job id, image), in the
+    order they arrived."""
     kept = result_copies.c
     rows = conn.execute(
-        select(results, kept.storage_key, kept.sha256, kept.bytes.label("stored_bytes"))
+        select(
+            results,
+            kept.storage_key,
+            kept.sha256,
+            kept.bytes.label("stored_bytes"),
+            kept.deleted_at,
+        )
         .outerjoin(
             result_copies,
             (kept.task_uuid == results.c.task_uuid) & (kept.image_uuid == results.c.image_uuid),
         )
-        .where(results.c.job_id == job_id)
+        .where(which)
         .order_by(results.c.received_at)
     ).all()
     return [
-        ImageResult(
-            image_uuid=r.image_uuid,
-            image_url=r.image_url,
-            seed=r.seed,
-            cost_usd=from_micros(r.cost_micros),
-            nsfw=r.nsfw,
-            source=r.source,
-            late=r.late,
-            received_at=r.received_at,
-            has_inline_data=r.image_data is not None,
-            storage_key=r.storage_key,
-            sha256=r.sha256,
-            stored_bytes=r.stored_bytes,
+        (
+            r.job_id,
+            ImageResult(
+                image_uuid=r.image_uuid,
+                image_url=r.image_url,
+                seed=r.seed,
+                cost_usd=from_micros(r.cost_micros),
+                nsfw=r.nsfw,
+                source=r.source,
+                late=r.late,
+                received_at=r.received_at,
+                has_inline_data=r.image_data is not None,
+                storage_key=r.storage_key,
+                sha256=r.sha256,
+                stored_bytes=r.stored_bytes,
+                deleted_at=r.deleted_at,
+            ),
         )
         for r in rows
     ]
 
 
+def _events(conn: Connection, which: ColumnElement[bool]) -> list[tuple[str, JobEvent]]:
+    rows = conn.execute(select(events).where(which).order_by(events.c.id)).all()
+    return [(r.job_id, JobEvent(r.at, r.kind, r.from_state, r.to_state, r.detail)) for r in rows]
+
+
+def images_of(conn: Connection, job_id: str) -> list[ImageResult]:
+    return [image for _, image in _images(conn, results.c.job_id == job_id)]
+
+
 def events_of(conn: Connection, job_id: str) -> list[JobEvent]:
-    rows = conn.execute(select(events).where(events.c.job_id == job_id).order_by(events.c.id)).all()
-    return [JobEvent(r.at, r.kind, r.from_state, r.to_state, r.detail) for r in rows]
+    return [event for _, event in _events(conn, events.c.job_id == job_id)]
+
+
+def details_of(
+    conn: Connection, job_ids: Sequence[str]
+) -> tuple[dict[str, list[ImageResult]], dict[str, list[JobEvent]]]:
+    """The images and the events of each of `job_ids`, two queries for them all."""
+    images: dict[str, list[ImageResult]] = {job_id: [] for job_id in job_ids}
+    history: dict[str, list[JobEvent]] = {job_id: [] for job_id in job_ids}
+    for job_id, image in _images(conn, results.c.job_id.in_(job_ids)):
+        images[job_id].append(image)
+    for job_id, event in _events(conn, events.c.job_id.in_(job_ids)):
+        history[job_id].append(event)
+    return images, history
 
 
 @contextmanager
@@ -115,6 +150,9 @@ _NEW_JOB_FIELDS = (
     "updated_at",
     "deadline_at",
     "retry_of",
+    "callback_url",
+    "priority",
+    "ranked_at",
 )
 CREATE_JOB = (
     insert(jobs)
@@ -145,23 +183,36 @@ def state_among(*states: str) -> ColumnElement[bool]:
 
 
 def _claim_statement(retry: bool) -> Any:
-    # a retry re-takes its own claim: the job is still `submitting` from its last attempt
-    claimable = (
-        state_among(JobState.QUEUED.value, JobState.SUBMITTING.value)
-        if retry
-        else state_among(JobState.QUEUED.value)
+    """queued -> submitting; a retry re-takes its own claim (the job is still `submitting`
+    from its last attempt, holding its admission unit).
+
+    A first claim takes at most `free` of the jobs, each with a unit of `capacity_key`: the
+    caller holds that key's row lock (jobstore.capacity), so `free` is exact. The inner
+    SELECT picks the jobs; the outer WHERE checks them again, since PostgreSQL re-reads
+    only the outer conditions of a row another transaction changed meanwhile.
+    """
+    claimable = and_(
+        _JOB_IDS,
+        jobs.c.attempts == bindparam("expected_attempts"),
+        state_among(JobState.SUBMITTING.value if retry else JobState.QUEUED.value),
     )
-    return (
-        update(jobs)
-        .where(_JOB_IDS, jobs.c.attempts == bindparam("expected_attempts"), claimable)
-        .values(
-            state=JobState.SUBMITTING.value,
-            attempts=jobs.c.attempts + 1,
-            claimed_at=func.coalesce(jobs.c.claimed_at, _NOW),
-            updated_at=_NOW,
+    values: dict[str, Any] = {
+        "state": JobState.SUBMITTING.value,
+        "attempts": jobs.c.attempts + 1,
+        "claimed_at": func.coalesce(jobs.c.claimed_at, _NOW),
+        "updated_at": _NOW,
+    }
+    statement = update(jobs).where(claimable)
+    if not retry:
+        picked = (
+            select(jobs.c.id)
+            .where(claimable)
+            .order_by(jobs.c.ranked_at, jobs.c.id)
+            .limit(bindparam("free", type_=Integer()))
         )
-        .returning(*jobs.c)
-    )
+        statement = statement.where(jobs.c.id.in_(picked))
+        values["capacity_key"] = bindparam("capacity_key", type_=jobs.c.capacity_key.type)
+    return statement.values(**values).returning(*jobs.c)
 
 
 CLAIM = {retry: _claim_statement(retry) for retry in (False, True)}
@@ -206,7 +257,9 @@ def job_from_row(row: Row[Any], images: Iterable[ImageResult], history: list[Job
         failure_message=row.failure_message,
         failure_parameter=row.failure_parameter,
         retry_of=row.retry_of,
+        callback_url=row.callback_url,
         estimate_usd=from_micros(row.estimate_micros) or Decimal(0),
+        priority=row.priority,
         images=list(images),
         events=history,
     )

@@ -29,7 +29,8 @@ from farmdomain.values import (
     from_micros,
     utcnow,
 )
-from jobstore import dialects
+from jobstore import budgets, capacity, dialects
+from jobstore.capacity import UNCAPPED, Admission
 from jobstore.creation import NewJob, created_event, job_row, same_request
 from jobstore.engine import DEFAULT_POOL_SIZE, make_engine
 from jobstore.event_log import INSERT_EVENT, event_params, log_event
@@ -58,8 +59,11 @@ class JobStore:
         engine: Engine,
         clock: Callable[[], datetime] = utcnow,
         observers: Sequence[StoreObserver] = (),
+        admission: Admission = UNCAPPED,
     ) -> None:
         self.engine = engine
+        # the Runware key whose capacity this store's claims take, and its cap
+        self.admission = admission
         # where a statement records its own event (execute_with_event), it is a whole
         # transition: autocommitted, it needs no BEGIN and COMMIT round trips
         self._one_statement = dialects.of(engine).logs_in_one_statement
@@ -93,13 +97,16 @@ class JobStore:
             observer.transitioned(transition)
 
     @classmethod
-    def from_url(cls, url: str, pool_size: int = DEFAULT_POOL_SIZE) -> JobStore:
-        return cls(make_engine(url, pool_size))
+    def from_url(
+        cls, url: str, pool_size: int = DEFAULT_POOL_SIZE, admission: Admission = UNCAPPED
+    ) -> JobStore:
+        return cls(make_engine(url, pool_size), admission=admission)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobStore:
-        """The store `settings` name, with their connection pool size."""
-        return cls.from_url(settings.resolved_database_url(), settings.database_pool_size)
+        """The store `settings` name, with their connection pool size and Runware cap."""
+        url = settings.resolved_database_url()
+        return cls.from_url(url, settings.database_pool_size, Admission.from_settings(settings))
 
     # -- creation -------------------------------------------------------------------------
 
@@ -134,7 +141,8 @@ class JobStore:
         key whose job has another request raises IdempotencyConflict before any is created.
         """
         now = self._clock()
-        rows = [job_row(new, tenant, deadline_s, now) for new in new_jobs]
+        aging_s = self.admission.aging_s
+        rows = [job_row(new, tenant, deadline_s, now, aging_s) for new in new_jobs]
         if len(rows) <= 1:
             # one job is one autocommitted statement on PostgreSQL, its event included
             return [self._create_one(row) for row in rows]
@@ -243,9 +251,12 @@ class JobStore:
         """What jobs claimed since `since` have cost, or are expected to cost while in flight.
 
         An in-flight job counts at the larger of its estimate and what it has cost so far;
-        a finished one at its reported cost, which Runware billed.
+        a finished one, or one whose every result is in (waiting only for its copies), at
+        its reported cost, which Runware billed.
         """
-        in_flight = jobs.c.state.in_([s.value for s in IN_FLIGHT_STATES])
+        in_flight = jobs.c.state.in_([s.value for s in IN_FLIGHT_STATES]) & (
+            jobs.c.images_received < jobs.c.number_results
+        )
         committed = case(
             (in_flight & (jobs.c.estimate_micros > jobs.c.cost_micros), jobs.c.estimate_micros),
             else_=jobs.c.cost_micros,
@@ -270,32 +281,79 @@ class JobStore:
         claimed = self.claim_many([(job_id, expected_attempts)])
         return claimed[0] if claimed else None
 
-    def claim_many(self, claims: Sequence[tuple[str, int]]) -> list[Job]:
+    def claim_many(self, claims: Sequence[tuple[str, int]], admitted: bool = False) -> list[Job]:
         """`claim` for several (job_id, expected_attempts) at once; returns the jobs won.
 
-        Claims that expect the same attempt count share one statement: a batch of first
-        attempts is one round trip on PostgreSQL.
+        Claims that expect the same attempt count share one statement. First attempts take
+        a unit of the Runware key's capacity each, in the same transaction, under the key
+        row's lock: while the cap is held in full they are not claimed and stay queued, and
+        of more than the free units the first in line are claimed. Unless the dispatcher
+        `admitted` them, first attempts take nothing while jobs wait for admission, so they
+        do not pass the dispatcher's fair order (jobstore.capacity). They reserve their
+        estimates against their tenants' budgets too (jobstore.budgets): a first claim that
+        does not fit is failed instead (reason quota), and returned among the jobs, failed.
         """
         now = self._clock()
         by_attempts: dict[int, list[str]] = {}
         for job_id, expected_attempts in claims:
             by_attempts.setdefault(expected_attempts, []).append(job_id)
         won: list[tuple[JobState, Job]] = []
-        with self._atomic() as conn:
+        first = by_attempts.get(0, [])
+        with self._begin() as conn:
+            # only a first claim takes a unit: a retry's job holds its own since its first
+            room = (
+                capacity.lock_free(conn, self.admission, len(first), now, admitted)
+                if first
+                else capacity.NO_ROOM
+            )
+            if room.free:
+                by_attempts[0], refused = budgets.reserve_first_claims(conn, first, room.free, now)
+                won += [(JobState.QUEUED, job) for job in refused]
             for expected_attempts, job_ids in by_attempts.items():
                 previous = JobState.QUEUED if expected_attempts == 0 else JobState.SUBMITTING
                 # the WHERE pins attempts to expected_attempts, so the claim makes it one more
                 claimed = {"attempt": expected_attempts + 1}
+                params = {"job_ids": job_ids, "expected_attempts": expected_attempts, "now": now}
+                if expected_attempts == 0:
+                    params |= {"free": room.free, "capacity_key": self.admission.key_id}
                 rows = execute_with_events(
                     conn,
                     CLAIM[expected_attempts > 0],
-                    {"job_ids": job_ids, "expected_attempts": expected_attempts, "now": now}
-                    | event_params("claimed", previous, JobState.SUBMITTING, claimed, now),
+                    params | event_params("claimed", previous, JobState.SUBMITTING, claimed, now),
                 )
+                if expected_attempts == 0:
+                    capacity.take(conn, self.admission, room, len(rows))
                 won += [(previous, job_from_row(row, [], [])) for row in rows]
         for previous, job in won:
-            self._notify(Transition(job, previous, JobState.SUBMITTING))
+            self._notify(Transition(job, previous, job.state))
         return [job for _, job in won]
+
+    def capacity_held(self) -> tuple[int, int]:
+        """(units held, cap) of this store's Runware key, as every process sees them."""
+        with self._connect() as conn:
+            return capacity.held(conn, self.admission.key_id)
+
+    def key_state(self) -> capacity.KeyState:
+        """This store's key's count, cap, limit under the cap and pause, in one read."""
+        with self._connect() as conn:
+            return capacity.key_state(conn, self.admission.key_id)
+
+    def end_backlog(self) -> None:
+        """Submit messages claim their own jobs again, if no job waits for admission."""
+        with self._begin() as conn:
+            capacity.end_backlog(conn, self.admission.key_id)
+
+    def pause_claims(self, until: datetime) -> None:
+        """No first claim of this store's Runware key, by any process, before `until`: the
+        jobs stay queued and the dispatcher admits them once it has passed. The limit under
+        the cap halves (once per pause)."""
+        with self._begin() as conn:
+            capacity.pause(conn, self.admission, until, self._clock())
+
+    def claims_paused_until(self) -> datetime | None:
+        """The end of this store's key's latest pause, past or not; None if never paused."""
+        with self._connect() as conn:
+            return capacity.paused_until(conn, self.admission.key_id)
 
     def mark_submitted(self, job_id: str, detail: dict[str, Any]) -> bool:
         """submitting -> submitted once Runware acknowledged the task."""
@@ -392,10 +450,11 @@ class JobStore:
     # -- results --------------------------------------------------------------------------
 
     def record_result(self, result: IncomingResult, source: str) -> ResultOutcome:
-        """Store a result once by (taskUUID, imageUUID); complete the job when all are in.
+        """Store a result once by (taskUUID, imageUUID). The job succeeds once every image
+        is stored, by the copy task (jobstore.settling), not here.
 
-        A result for a terminal job is still stored and its cost counted (Runware bills
-        it), but the job's state does not change.
+        A job takes no more than numberResults images, and no new one once terminal
+        (jobstore.results).
         """
         [recorded] = self.record_results([result], source)
         return recorded.outcome
@@ -410,6 +469,4 @@ class JobStore:
         for result, done in zip(incoming, recorded, strict=True):
             for observer in self.observers:
                 observer.result_recorded(done.outcome, result.cost_usd, source)
-            if done.completion is not None:
-                self._notify(done.completion)
         return recorded

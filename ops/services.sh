@@ -44,4 +44,8 @@ fi
 if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   ensure_package prometheus
 fi
+# HAProxy stands in front of the two `web` hosts of the multi-host tests (tests/hosts.py)
+if ! command -v haproxy >/dev/null; then
+  ensure_package haproxy
+fi
 echo "services ready: PostgreSQL 5432, Redis 6379, RabbitMQ 5672"

@@ -9,7 +9,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from farmdomain.errors import RequestInvalid, RequestRejected, WaitTimedOut
+from sqlalchemy.exc import SQLAlchemyError
+
+from farmdomain.admission import DEFAULT_PRIORITY, PRIORITY_MAX, PRIORITY_MIN
+from farmdomain.errors import (
+    ConfigurationError,
+    RequestInvalid,
+    RequestRejected,
+    StoreUnavailable,
+    WaitTimedOut,
+)
 from farmdomain.jobs import Job, JobState
 from farmdomain.logs import configure_logging
 from farmdomain.settings import Settings, get_settings
@@ -18,13 +27,16 @@ from farmdomain.views import JobView
 from jobstore.api_tokens import ApiTokenStore
 from jobstore.engine import make_engine
 from jobstore.migrations import upgrade
-from producers import download_cli, spend_cli
+from jobstore.statements import store_unavailable
+from jobstore.store import JobStore
+from producers import callbacks_cli, download_cli, results_cli, spend_cli, tenants_cli
 from producers.client import FluxfarmClient
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_REJECTED = 2
 EXIT_TIMED_OUT = 3
+EXIT_UNAVAILABLE = 4
 DEFAULT_WAIT_S = 300.0
 
 Handler = Callable[[argparse.Namespace], int]
@@ -68,8 +80,7 @@ def add_commands(subparsers: Any) -> None:
     )
     params.add_argument("--prompt-upsampling", action=argparse.BooleanOptionalAction)
     params.add_argument("--safety-tolerance", type=int, metavar="0-6")
-    submit.add_argument("--idempotency-key", help="the same key always names the same job")
-    submit.add_argument("--deadline", type=float, metavar="SECONDS", help="time to finish")
+    _add_queue_options(submit)
     submit.add_argument(
         "--wait",
         type=float,
@@ -79,11 +90,13 @@ def add_commands(subparsers: Any) -> None:
         help=f"wait for the job to finish (default {DEFAULT_WAIT_S:g} s); exit as `wait` does",
     )
     submit.add_argument("--json", action="store_true", help="print the job as JSON")
+    _add_tenant(submit, "the tenant the job is recorded under (default: default)")
     submit.set_defaults(handler=_submit)
 
     status = subparsers.add_parser("status", help="show a job: state, images, cost, events")
     status.add_argument("job_id", metavar="JOB")
     status.add_argument("--json", action="store_true", help="print the job as JSON")
+    _add_tenant(status, _JOB_TENANT_HELP)
     status.set_defaults(handler=_status)
 
     wait = subparsers.add_parser(
@@ -92,11 +105,13 @@ def add_commands(subparsers: Any) -> None:
     wait.add_argument("job_id", metavar="JOB")
     wait.add_argument("--timeout", type=float, default=DEFAULT_WAIT_S, metavar="SECONDS")
     wait.add_argument("--json", action="store_true", help="print the job as JSON")
+    _add_tenant(wait, _JOB_TENANT_HELP)
     wait.set_defaults(handler=_wait)
 
     cancel = subparsers.add_parser("cancel", help="cancel a job that has not finished")
     cancel.add_argument("job_id", metavar="JOB")
     cancel.add_argument("--json", action="store_true", help="print the job as JSON")
+    _add_tenant(cancel, _JOB_TENANT_HELP)
     cancel.set_defaults(handler=_cancel)
 
     retry = subparsers.add_parser(
@@ -104,14 +119,38 @@ def add_commands(subparsers: Any) -> None:
     )
     retry.add_argument("job_id", metavar="JOB")
     retry.add_argument("--json", action="store_true", help="print the new job as JSON")
+    _add_tenant(retry, _JOB_TENANT_HELP)
     retry.set_defaults(handler=_retry)
 
     migrate = subparsers.add_parser("migrate", help="bring the job store to the newest schema")
     migrate.set_defaults(handler=_migrate)
 
-    spend_cli.add_command(subparsers)
-    download_cli.add_command(subparsers)
+    for commands in (spend_cli, download_cli, results_cli, callbacks_cli, tenants_cli):
+        commands.add_command(subparsers)
     _add_token_commands(subparsers)
+
+
+def _add_queue_options(command: Any) -> None:
+    """How the job is queued: its identity, deadline, priority and callback."""
+    command.add_argument("--idempotency-key", help="the same key always names the same job")
+    command.add_argument("--deadline", type=float, metavar="SECONDS", help="time to finish")
+    command.add_argument(
+        "--priority",
+        type=int,
+        default=DEFAULT_PRIORITY,
+        metavar=f"{PRIORITY_MIN}..{PRIORITY_MAX}",
+        help="inside the tenant, a higher priority is admitted first (default 0)",
+    )
+    command.add_argument(
+        "--callback-url", metavar="URL", help="POST the job's terminal event here, signed"
+    )
+
+
+_JOB_TENANT_HELP = "the job's tenant (default: whichever tenant the job belongs to)"
+
+
+def _add_tenant(command: Any, help_text: str) -> None:
+    command.add_argument("--tenant", metavar="TENANT", help=help_text)
 
 
 def _add_token_commands(subparsers: Any) -> None:
@@ -136,9 +175,22 @@ def main(argv: list[str] | None = None) -> int:
     """`fluxfarm` with the producer commands only."""
     parser = argparse.ArgumentParser(prog="fluxfarm", description=__doc__)
     add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a parsed command line; a store that cannot be reached or a setting that cannot
+    work is one line on stderr and EXIT_UNAVAILABLE, never a traceback (the driver's text
+    names the store's host and port)."""
     handler: Handler = args.handler
-    return handler(args)
+    try:
+        return handler(args)
+    except SQLAlchemyError as exc:
+        failure: Exception = store_unavailable(exc)
+    except (StoreUnavailable, ConfigurationError) as exc:
+        failure = exc
+    print(f"error: {escaped(str(failure))}", file=sys.stderr)
+    return EXIT_UNAVAILABLE
 
 
 def _rejected(exc: RequestRejected) -> int:
@@ -166,17 +218,31 @@ def _with_settings(run: Callable[[argparse.Namespace, Settings], int]) -> Handle
 
 
 def _with_client(run: Callable[[argparse.Namespace, FluxfarmClient], int]) -> Handler:
-    """A handler with a client for the environment's settings, refusals on stderr."""
+    """A handler with a client for the job's tenant, refusals on stderr.
+
+    The operator's command line reaches every tenant's jobs: the tenant is --tenant, or
+    for a command about one job, the tenant that job belongs to.
+    """
 
     @_with_settings
     def handler(args: argparse.Namespace, settings: Settings) -> int:
+        store = JobStore.from_settings(settings)
         try:
-            with FluxfarmClient(settings) as client:
+            with FluxfarmClient(settings, tenant=_tenant_of(args, store), store=store) as client:
                 return run(args, client)
         except RequestRejected as exc:
             return _rejected(exc)
+        finally:
+            store.engine.dispose()
 
     return handler
+
+
+def _tenant_of(args: argparse.Namespace, store: JobStore) -> str:
+    if args.tenant is not None:
+        return str(args.tenant)
+    job_id = getattr(args, "job_id", None)
+    return "default" if job_id is None else store.get(job_id).tenant
 
 
 def _request_from(args: argparse.Namespace) -> Any:
@@ -218,7 +284,9 @@ def _submit(args: argparse.Namespace, client: FluxfarmClient) -> int:
     except (OSError, ValueError) as exc:
         print(f"request-json: json: {exc}", file=sys.stderr)
         return EXIT_REJECTED
-    job_id = client.submit(request, args.idempotency_key, args.deadline)
+    job_id = client.submit(
+        request, args.idempotency_key, args.deadline, args.callback_url, args.priority
+    )
     if args.wait is not None:
         if not args.json:
             print(job_id)
@@ -310,6 +378,7 @@ def _summary(job: Job) -> str:
         f"  images    {job.images_received}/{job.number_results}",
         f"  cost      ${format(job.cost_usd, 'f')}",
         f"  attempts  {job.attempts}",
+        f"  priority  {job.priority}",
         f"  deadline  {job.deadline_at.isoformat()}",
     ]
     if job.failure_reason is not None:

@@ -11,10 +11,19 @@ from typing import Any, Self
 import structlog
 from structlog.contextvars import bound_contextvars
 
+from farmdomain.admission import DEFAULT_PRIORITY, priority_issues
+from farmdomain.callbacks import CallbackEvent, url_issues
 from farmdomain.errors import FieldIssue, NotRetryable, RequestInvalid, WaitTimedOut
 from farmdomain.jobs import Job, JobState
+from farmdomain.listing import JobPage, JobQuery, query_issues
+from farmdomain.pricing import estimate_usd
 from farmdomain.request_schema import GenerationRequest, parse_request
 from farmdomain.settings import Settings, get_settings
+from farmdomain.values import utcnow
+from jobstore.budgets import check_room
+from jobstore.callback_events import CallbackOutbox
+from jobstore.creation import NewJob
+from jobstore.listing import list_jobs
 from jobstore.protocol import Store
 from jobstore.store import JobStore
 from producers.queueing import JobQueue, Submission
@@ -50,9 +59,12 @@ def nested_issue(where: str, issue: FieldIssue) -> FieldIssue:
 
 
 def _option_issues(
-    idempotency_key: str | None, deadline_s: float | None, key_max: int = IDEMPOTENCY_KEY_MAX
+    idempotency_key: str | None,
+    deadline_s: float | None,
+    priority: int,
+    key_max: int = IDEMPOTENCY_KEY_MAX,
 ) -> list[FieldIssue]:
-    issues = []
+    issues = priority_issues(priority)
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= key_max:
         issues.append(
             FieldIssue("idempotency_key", "length", f"must be 1 to {key_max} characters long")
@@ -109,6 +121,7 @@ class FluxfarmClient:
         self._owns_store = store is None
         self.store = store or JobStore.from_settings(self.settings)
         self._jobs = JobQueue(self.settings, self.store, tenant)
+        self._outbox = CallbackOutbox(self.store.engine)
 
     def __enter__(self) -> Self:
         return self
@@ -127,17 +140,28 @@ class FluxfarmClient:
         if self._owns_store:
             self.store.engine.dispose()
 
+    def _callback_issues(self, callback_url: str | None) -> list[FieldIssue]:
+        """Why `callback_url` cannot be this tenant's (field `callbackUrl`), if it cannot."""
+        return [] if callback_url is None else url_issues(callback_url, self.tenant, self.settings)
+
     def submit(
         self,
         request: Request,
         idempotency_key: str | None = None,
         deadline_s: float | None = None,
+        callback_url: str | None = None,
+        priority: int = DEFAULT_PRIORITY,
     ) -> str:
-        """Queue one generation request and return its job id.
+        """Queue one generation request and return its job id; once the job is terminal,
+        its event is POSTed to `callback_url`, which must be on an allowed host. Inside
+        this tenant, a higher `priority` (PRIORITY_MIN to PRIORITY_MAX) is admitted first.
 
-        Raises RequestInvalid (every broken rule, nothing stored) or IdempotencyConflict.
+        Raises RequestInvalid (every broken rule, nothing stored), IdempotencyConflict, or
+        BudgetExceeded when the tenant's remaining budget cannot cover the job's estimate.
         """
-        job, _created = self.submit_job(request, idempotency_key, deadline_s)
+        job, _created = self.submit_job(
+            request, idempotency_key, deadline_s, callback_url, priority
+        )
         return job.id
 
     def submit_job(
@@ -145,17 +169,26 @@ class FluxfarmClient:
         request: Request,
         idempotency_key: str | None = None,
         deadline_s: float | None = None,
+        callback_url: str | None = None,
+        priority: int = DEFAULT_PRIORITY,
     ) -> tuple[Job, bool]:
         """As `submit`, returning the job and whether this call created it."""
         started = time.perf_counter()
-        [parsed] = _validated([request], [""], _option_issues(idempotency_key, deadline_s))
-        return self._jobs.queue_one(Submission(parsed, idempotency_key, deadline_s, started))
+        issues = _option_issues(idempotency_key, deadline_s, priority)
+        issues += self._callback_issues(callback_url)
+        [parsed] = _validated([request], [""], issues)
+        self._check_budget([parsed], [idempotency_key], "request")
+        return self._jobs.queue_one(
+            Submission(parsed, idempotency_key, deadline_s, started, callback_url, priority)
+        )
 
     def submit_many(
         self,
         requests: Sequence[Request],
         idempotency_key: str | None = None,
         deadline_s: float | None = None,
+        callback_url: str | None = None,
+        priority: int = DEFAULT_PRIORITY,
     ) -> list[str]:
         """Queue several generation requests together and return their job ids, in order.
 
@@ -165,9 +198,10 @@ class FluxfarmClient:
         their messages published over one broker connection. Under an idempotency key,
         request i is known by `batch_item_key(key, i)` (f"{key}/{i}"), exactly as if it
         were submitted alone with that key: the same batch sent again returns the same
-        jobs, and a changed request i raises IdempotencyConflict.
+        jobs, and a changed request i raises IdempotencyConflict. Each job calls back
+        `callback_url` once terminal; each has `priority` inside this tenant.
         """
-        queued = self.submit_jobs(requests, idempotency_key, deadline_s)
+        queued = self.submit_jobs(requests, idempotency_key, deadline_s, callback_url, priority)
         return [job.id for job, _created in queued]
 
     def submit_jobs(
@@ -175,31 +209,59 @@ class FluxfarmClient:
         requests: Sequence[Request],
         idempotency_key: str | None = None,
         deadline_s: float | None = None,
+        callback_url: str | None = None,
+        priority: int = DEFAULT_PRIORITY,
     ) -> list[tuple[Job, bool]]:
         """As `submit_many`, returning each job and whether this call created it."""
         started = time.perf_counter()
-        issues = _option_issues(idempotency_key, deadline_s, BATCH_IDEMPOTENCY_KEY_MAX)
+        issues = _option_issues(idempotency_key, deadline_s, priority, BATCH_IDEMPOTENCY_KEY_MAX)
+        issues += self._callback_issues(callback_url)
         count = len(requests)
         over = _count_issues(count, self.settings.submit_many_max)
         if over:
             # past the limit, the requests themselves are not worth reading
             raise RequestInvalid([*over, *issues])
         parsed = _validated(requests, [f"requests[{i}]" for i in range(count)], issues)
+        keys = [
+            None if idempotency_key is None else batch_item_key(idempotency_key, i)
+            for i in range(count)
+        ]
+        self._check_budget(parsed, keys, "requests")
         return self._jobs.queue(
             [
-                Submission(
-                    request,
-                    None if idempotency_key is None else batch_item_key(idempotency_key, i),
-                    deadline_s,
-                    started,
-                )
-                for i, request in enumerate(parsed)
+                Submission(request, key, deadline_s, started, callback_url, priority)
+                for request, key in zip(parsed, keys, strict=True)
             ]
+        )
+
+    def _check_budget(
+        self, parsed: Sequence[GenerationRequest], keys: Sequence[str | None], field: str
+    ) -> None:
+        """BudgetExceeded, before anything is stored, if the tenant's remaining budget cannot
+        cover the new jobs' estimates (the worker's claim is the exact check)."""
+        estimates = [estimate_usd(request.runware_params()) for request in parsed]
+        check_room(
+            self.store.engine, self.tenant, list(zip(keys, estimates, strict=True)), utcnow(), field
         )
 
     def get(self, job_id: str) -> Job:
         """The job with its images and events; JobNotFound if it is not this tenant's."""
         return self.store.get(job_id, tenant=self.tenant, details=True)
+
+    def list_jobs(self, query: JobQuery) -> JobPage:
+        """A page of this tenant's jobs, newest first, each with its images and events;
+        RequestInvalid for a query that cannot be run."""
+        issues = query_issues(query)
+        if issues:
+            raise RequestInvalid(issues)
+        return list_jobs(self.store.engine, self.tenant, query)
+
+    def callbacks(self, job_id: str) -> list[CallbackEvent]:
+        """The job's callback events with every attempt (none until a job with a
+        callbackUrl is terminal); JobNotFound if it is not this tenant's."""
+        self.store.get(job_id, tenant=self.tenant)
+        event = self._outbox.get(job_id, tenant=self.tenant)
+        return [] if event is None else [event]
 
     def wait(self, job_id: str, timeout: float, poll_interval: float = 0.2) -> Job:
         """Poll until the job is terminal; WaitTimedOut after `timeout` seconds."""
@@ -238,12 +300,16 @@ class FluxfarmClient:
         failed = self.store.get(job_id, tenant=self.tenant)
         if failed.state is not JobState.FAILED:
             raise NotRetryable(job_id, failed.state.value)
-        job, created = self.store.create_job(
+        # the caller that asked to be called back about the job is called back about its retry
+        retry = NewJob(
             failed.request,
-            tenant=self.tenant,
-            deadline_s=self.settings.job_deadline_s,
             idempotency_key=f"retry-of:{failed.id}",
             retry_of=failed.id,
+            callback_url=failed.callback_url,
+            priority=failed.priority,
+        )
+        [(job, created)] = self.store.create_jobs(
+            [retry], tenant=self.tenant, deadline_s=self.settings.job_deadline_s
         )
         published = job.id in self._jobs.publish([job] if created else [])
         with bound_contextvars(job_id=job.id, task_uuid=job.task_uuid):

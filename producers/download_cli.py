@@ -41,6 +41,9 @@ def _download(args: argparse.Namespace) -> int:
         folder: Path = args.directory / job.id
         for image in job.images:
             where = f"job {job.id} image {image.image_uuid}"
+            if image.deleted_at is not None:
+                when = image.deleted_at.isoformat(timespec="seconds")
+                raise FluxfarmError(f"{where}: deleted by the tenant's retention at {when}")
             if image.storage_key is None or image.sha256 is None:
                 raise FluxfarmError(f"{where}: not kept in the results store (yet)")
             data = results.get(image.storage_key)

@@ -14,15 +14,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
-from celery import Celery
 from structlog.contextvars import bound_contextvars
 
+from farmdomain.admission import DEFAULT_PRIORITY
 from farmdomain.batching import Batcher
-from farmdomain.broker import SUBMIT_MANY_TASK, SUBMIT_QUEUE, SUBMIT_TASK, celery_config
+from farmdomain.broker import (
+    SUBMIT_MANY_TASK,
+    SUBMIT_QUEUE,
+    SUBMIT_TASK,
+    BrokerCelery,
+    celery_config,
+)
 from farmdomain.errors import IdempotencyConflict
 from farmdomain.jobs import Job
 from farmdomain.request_schema import GenerationRequest
 from farmdomain.settings import Settings
+from farmdomain.values import request_fingerprint
 from jobstore.creation import NewJob
 from jobstore.protocol import Store
 
@@ -42,6 +49,8 @@ class Submission:
     idempotency_key: str | None
     deadline_s: float | None
     started: float
+    callback_url: str | None = None
+    priority: int = DEFAULT_PRIORITY
 
 
 class JobQueue:
@@ -51,7 +60,7 @@ class JobQueue:
         self.settings = settings
         self.store = store
         self.tenant = tenant
-        self._celery = Celery("fluxfarm.producers", set_as_current=False)
+        self._celery = BrokerCelery("fluxfarm.producers", set_as_current=False)
         self._celery.conf.update(celery_config(settings))
         self._singles: Batcher[Submission, Queued | IdempotencyConflict] = Batcher(
             self._queue_singles,
@@ -79,8 +88,10 @@ class JobQueue:
                 NewJob(
                     s.request.runware_params(),
                     s.idempotency_key,
-                    s.request.fingerprint(),
+                    _identity(s),
                     deadline_s=s.deadline_s or self.settings.job_deadline_s,
+                    callback_url=s.callback_url,
+                    priority=s.priority,
                 )
                 for s in submissions
             ],
@@ -152,3 +163,17 @@ class JobQueue:
                 with bound_contextvars(job_id=job.id, task_uuid=job.task_uuid):
                     logger.warning("job.publish_failed", error=error)
         return sent
+
+
+def _identity(submission: Submission) -> str:
+    """What an idempotency key stands for: the request, where its outcome is posted and
+    its priority; the same key with another callbackUrl or priority is a conflict, not the
+    first job again."""
+    fingerprint = submission.request.fingerprint()
+    # each part joins only when set, so a key's identity stays what it was before it had one
+    parts: dict[str, object] = {"callbackUrl": submission.callback_url}
+    if submission.priority:
+        parts["priority"] = submission.priority
+    if submission.callback_url is None and len(parts) == 1:
+        return fingerprint
+    return request_fingerprint({"request": fingerprint, **parts})

@@ -93,6 +93,17 @@ def _error(item: dict[str, Any]) -> ResultError:
     )
 
 
+def item_count(body: Any) -> int:
+    """How many items a decoded body carries, before any of them is parsed."""
+    if isinstance(body, list):
+        return len(body)
+    if isinstance(body, dict) and ("data" in body or "errors" in body):
+        return sum(
+            len(part) for part in (body.get("data"), body.get("errors")) if isinstance(part, list)
+        )
+    return 1
+
+
 def parse_body(body: Any) -> ParsedBody:
     """Every result and error in a Runware body; raises WebhookRejected if malformed."""
     if isinstance(body, list):

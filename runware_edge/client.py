@@ -29,16 +29,22 @@ from runware_edge.wire import ErrorBody, GetResponseTask, InferenceTask, ResultI
 
 
 def inference_task(
-    task_uuid: str, params: dict[str, Any], webhook_url: str, *, ttl_s: int | None = None
+    task_uuid: str,
+    params: dict[str, Any],
+    webhook_url: str,
+    *,
+    ttl_s: int | None = None,
+    upload_url: str | None = None,
 ) -> InferenceTask:
     """The imageInference task for one job: async, with cost, results by webhook; an
-    imageURL kept `ttl_s` seconds unless the caller asked for a ttl of its own."""
+    imageURL kept `ttl_s` seconds unless the caller asked for a ttl of its own; the image
+    PUT to `upload_url` too when one is given (uploadEndpoint)."""
     # ttl only applies to URL output; Runware refuses it with the others
     url_output = params.get("outputType", "URL") == "URL"
     lifetime = {"ttl": ttl_s} if ttl_s is not None and url_output and "ttl" not in params else {}
     # the params passed the request schema: they are the task's own fields
     fields = cast(InferenceTask, {**params, **lifetime})
-    return {
+    task: InferenceTask = {
         **fields,
         "taskType": "imageInference",
         "taskUUID": task_uuid,
@@ -47,6 +53,9 @@ def inference_task(
         "includeCost": True,
         "webhookURL": webhook_url,
     }
+    if upload_url is not None:
+        task["uploadEndpoint"] = upload_url
+    return task
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -16,6 +16,7 @@ class InferenceTask(TypedDict, total=False):
     deliveryMethod: Required[str]
     includeCost: bool
     webhookURL: str
+    uploadEndpoint: str
     ttl: int
     positivePrompt: str
     width: int

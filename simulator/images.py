@@ -42,6 +42,17 @@ def render(prompt: str, seed: int, width: int, height: int, fmt: str, quality: i
     return out.getvalue()
 
 
+def spoiled(data: bytes, hostile: str, too_large_bytes: int) -> bytes:
+    """`data` as a hostile image host serves it (settings.FaultSettings.hostile_images)."""
+    if hostile == "not_image":
+        # the signature a client sniffs, then nothing an image decoder can read
+        return data[:16] + bytes(max(0, len(data) - 16))
+    if hostile == "too_large":
+        # a real image, and trailing bytes every decoder skips
+        return data + bytes(max(0, too_large_bytes - len(data)))
+    return data
+
+
 class ImageRenderer:
     """Renders off the event loop, behind an LRU cache that only the loop thread touches."""
 

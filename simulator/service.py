@@ -110,6 +110,8 @@ class Simulator:
                 answer.failure_statuses.append(status)
         if accepted:
             await self._answer_badly_if_faulted(accepted)
+            # the tasks are accepted and billed already: an answer lost meanwhile is ambiguous
+            await asyncio.sleep(self.faults.current.answer_delay_s)
         answer.waiting = [task for task in accepted if not task.acknowledged]
         return answer
 

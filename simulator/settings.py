@@ -19,6 +19,8 @@ FAILED_ITEMS = ("data", "errors")
 SYNC_WEBHOOKS = ("hold", "ack")
 COST_REPORTING = ("requested", "always")
 WS_SYNC_FRAMES = ("task", "each")
+SEVERAL_UPLOADS = ("each", "first")
+HOSTILE_IMAGES = ("none", "not_image", "wrong_size", "too_large", "off_list")
 
 
 def _setting(default: Any, help_text: str) -> Any:
@@ -100,6 +102,9 @@ class FaultSettings(_Tunable):
         0.0, "share of submits that hang for hang_s and are NOT accepted"
     )
     hang_s: float = _setting(30.0, "how long a hanging submit holds the connection")
+    answer_delay_s: float = _setting(
+        0.0, "how long an accepted submit's answer waits before it is sent (a slow path)"
+    )
     accepted_error_share: float = _setting(
         0.0, "share of submits that ARE accepted (generated, billed) but answered badly"
     )
@@ -123,9 +128,20 @@ class FaultSettings(_Tunable):
     max_in_flight_per_key: int = _setting(
         0, "tasks one API key may have accepted and unfinished; above it 429 (0: no limit)"
     )
+    hostile_images: str = _setting(
+        "none",
+        "what every image delivered carries instead of itself (URL or inline): none |"
+        " not_image (its format's first bytes, then zeros) | wrong_size (16 px wider) |"
+        " too_large (padded to too_large_bytes) | off_list (its imageURL on localhost, a"
+        " host a client allows only by name)",
+    )
+    too_large_bytes: int = _setting(
+        33 * 1024 * 1024, "size of a too_large image: above fluxfarm's 32 MiB download cap"
+    )
 
     def __post_init__(self) -> None:
         _check_choice("latency_dist", self.latency_dist, LATENCY_DISTRIBUTIONS)
+        _check_choice("hostile_images", self.hostile_images, HOSTILE_IMAGES)
         _check_choice("accepted_error_mode", self.accepted_error_mode, ACCEPTED_ERROR_MODES)
         for spec in dataclasses.fields(self):
             value = getattr(self, spec.name)
@@ -139,6 +155,8 @@ class FaultSettings(_Tunable):
             raise ValueError("safety_block_first must not be negative")
         if self.max_in_flight_per_key < 0:
             raise ValueError("max_in_flight_per_key must not be negative")
+        if self.too_large_bytes < 0:
+            raise ValueError("too_large_bytes must not be negative")
 
 
 @dataclass(frozen=True)
@@ -176,6 +194,11 @@ class ShapeSettings(_Tunable):
         False,
         "POST per-image errors to the webhook (UNDOCUMENTED; off: the client must poll)",
     )
+    several_uploads: str = _setting(
+        "each",
+        "a task of several images with an uploadEndpoint (UNDOCUMENTED): each = every image"
+        " PUT to it, each overwriting the last | first = only the first image",
+    )
     ws_sync_frames: str = _setting(
         "task",
         "a sync task on a WebSocket: task = one answer when it is done, like REST's, so a"
@@ -184,6 +207,7 @@ class ShapeSettings(_Tunable):
 
     def __post_init__(self) -> None:
         _check_choice("ws_sync_frames", self.ws_sync_frames, WS_SYNC_FRAMES)
+        _check_choice("several_uploads", self.several_uploads, SEVERAL_UPLOADS)
         _check_choice("failed_items", self.failed_items, FAILED_ITEMS)
         _check_choice("ack_body", self.ack_body, ACK_BODIES)
         _check_choice("sync_webhook", self.sync_webhook, SYNC_WEBHOOKS)

@@ -17,7 +17,7 @@ from typing import Any
 from simulator.delivery import Deliverer
 from simulator.errors import ErrorDict, api_error
 from simulator.faults import FaultController
-from simulator.images import EXTENSIONS, MEDIA_TYPES, ImageRenderer, ImageStore
+from simulator.images import EXTENSIONS, MEDIA_TYPES, ImageRenderer, ImageStore, spoiled
 from simulator.pricing import image_cost
 from simulator.settings import Adjustable, ShapeSettings, SimulatorSettings
 from simulator.stats import Stats, plain
@@ -80,6 +80,8 @@ class Task:
     finished_at: float | None = None
     # the label of the API key that submitted it (envelope.key_label)
     key: str = ""
+    # images PUT to its uploadEndpoint so far
+    uploads: int = 0
 
     def results(self, shapes: ShapeSettings) -> tuple[list[dict[str, Any]], list[ErrorDict]]:
         """A finished task as a sync answer or getTaskDetails carries it: failed images
@@ -229,14 +231,16 @@ class TaskRegistry:
             if request.webhook_url is not None and self.shapes.current.webhook_errors:
                 await self.deliverer.webhook(request.webhook_url, self._error_body(error))
             return
+        hostile = self.faults.current.hostile_images
         data = await self.renderer.image(
             request.prompt,
             generation.seed,
-            request.width,
+            request.width + 16 * (hostile == "wrong_size"),
             request.height,
             request.output_format,
             request.output_quality,
         )
+        data = spoiled(data, hostile, self.faults.current.too_large_bytes)
         cost = image_cost(request.width, request.height, request.reference_megapixels)
         generation.item = self._result_item(task, generation.seed, data, cost)
         generation.status = "success"
@@ -244,7 +248,7 @@ class TaskRegistry:
         self.stats.charged_usd += cost
         self.stats.images_generated += 1
         self._finish_one(task, generation)
-        await self._deliver(request, generation.item, data)
+        await self._deliver(task, generation.item, data)
 
     def _error_body(self, error: ErrorDict) -> Any:
         shapes = self.shapes.current
@@ -265,7 +269,10 @@ class TaskRegistry:
         if request.output_type == "URL":
             ttl_s = request.ttl_s if request.ttl_s is not None else self.settings.default_ttl_s
             self.store.put(image_uuid, data, fmt, ttl_s * self.settings.ttl_scale)
-            item["imageURL"] = f"{task.base_url}/image/{image_uuid}.{EXTENSIONS[fmt]}"
+            base_url = task.base_url
+            if self.faults.current.hostile_images == "off_list":
+                base_url = base_url.replace("://127.0.0.1:", "://localhost:", 1)
+            item["imageURL"] = f"{base_url}/image/{image_uuid}.{EXTENSIONS[fmt]}"
         else:
             encoded = base64.b64encode(data).decode("ascii")
             if request.output_type == "base64Data":
@@ -278,9 +285,12 @@ class TaskRegistry:
             item["cost"] = float(cost)
         return item
 
-    async def _deliver(self, request: ImageRequest, item: dict[str, Any], data: bytes) -> None:
+    async def _deliver(self, task: Task, item: dict[str, Any], data: bytes) -> None:
+        request = task.request
         sends = []
-        if request.upload_endpoint is not None:
+        several = self.shapes.current.several_uploads
+        if request.upload_endpoint is not None and (several == "each" or task.uploads == 0):
+            task.uploads += 1
             media_type = MEDIA_TYPES[request.output_format]
             sends.append(self.deliverer.upload(request.upload_endpoint, data, media_type))
         if request.webhook_url is not None:

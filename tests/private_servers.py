@@ -25,7 +25,7 @@ import psycopg
 import redis
 from kombu import Connection
 
-from fluxfarm.processes import free_port
+from fluxfarm.processes import LOCAL, Host, free_port
 from jobstore.migrations import upgrade
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -40,7 +40,7 @@ class ServerNotReady(RuntimeError):
 
 @dataclass
 class ServerProcess:
-    """One server process (and its children) run as `user`, logging to `log_path`."""
+    """One server process (and its children) run as `user` on `host`, logging to `log_path`."""
 
     name: str
     argv: Sequence[str]
@@ -49,12 +49,20 @@ class ServerProcess:
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+    host: Host = LOCAL
 
     def start(self) -> None:
+        argv = list(self.argv)
         account = pwd.getpwnam(self.user) if self.user else None
+        if self.host.prefix and self.user:
+            # entering a namespace needs root: the prefix runs first, then drops to the user
+            argv = [*self.host.prefix, *_as_user(self.user), *argv]
+            account = None
+        elif self.host.prefix:
+            argv = [*self.host.prefix, *argv]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                list(self.argv),
+                argv,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **self.env},
@@ -101,6 +109,11 @@ class ServerProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def _as_user(user: str) -> list[str]:
+    """A command prefix that runs what follows as `user` (and its groups), by exec."""
+    return ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
+
+
 class PrivateServer(Protocol):
     """What a fault does to a server: stop it cleanly, kill it, start it again."""
 
@@ -134,9 +147,11 @@ def _can(probe: Callable[[], object], *errors: type[Exception]) -> Callable[[], 
 
 
 class PrivatePostgres:
-    """A PostgreSQL cluster of its own (initdb'd as the postgres user), on 127.0.0.1:port."""
+    """A PostgreSQL cluster of its own (initdb'd as the postgres user), on the host's
+    address (127.0.0.1 by default) and a port of its own."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, host: Host = LOCAL) -> None:
+        self.host = host
         self.directory = _owned_dir(directory, "postgres")
         self.data = self.directory / "data"
         self.port = free_port()
@@ -151,7 +166,7 @@ class PrivatePostgres:
                 "-k",
                 str(self.directory),
                 "-c",
-                "listen_addresses=127.0.0.1",
+                f"listen_addresses={host.address}",
                 "-c",
                 "fsync=off",
                 "-c",
@@ -159,12 +174,13 @@ class PrivatePostgres:
             ],
             self.directory / "postgres.log",
             user="postgres",
+            host=host,
         )
 
     @property
     def url(self) -> str:
         """The maintenance database, for making the test's own databases."""
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql+psycopg://postgres@{self.host.address}:{self.port}/postgres"
 
     def start(self) -> None:
         if not self.data.exists():
@@ -183,6 +199,10 @@ class PrivatePostgres:
             subprocess.run(
                 initdb, check=True, capture_output=True, user="postgres", cwd=self.directory
             )
+            if self.host != LOCAL:
+                # initdb trusts loopback only; the other hosts of a test network come too
+                with (self.data / "pg_hba.conf").open("a") as hba:
+                    hba.write("host all all 0.0.0.0/0 trust\n")
         self.server.start()
         probe = _can(lambda: psycopg.connect(self._plain_url()).close(), psycopg.Error)
         self.server.wait_until(probe, 30)
@@ -208,8 +228,9 @@ class PrivatePostgres:
 class PrivateRedis:
     """A Redis of its own, without persistence: a restart loses what it held."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, host: Host = LOCAL) -> None:
         directory.mkdir(parents=True, exist_ok=True)
+        self.host = host
         self.port = free_port()
         self.server = ServerProcess(
             "redis",
@@ -218,7 +239,10 @@ class PrivateRedis:
                 "--port",
                 str(self.port),
                 "--bind",
-                "127.0.0.1",
+                host.address,
+                # reachable from the other hosts of a test network, without a password
+                "--protected-mode",
+                "no",
                 "--save",
                 "",
                 "--appendonly",
@@ -227,15 +251,16 @@ class PrivateRedis:
                 str(directory),
             ],
             directory / "redis.log",
+            host=host,
         )
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host.address}:{self.port}/0"
 
     def start(self) -> None:
         self.server.start()
-        client = redis.Redis(port=self.port)
+        client = redis.Redis(host=self.host.address, port=self.port)
         self.server.wait_until(_can(client.ping, redis.ConnectionError), 10)
         client.close()
 

@@ -7,6 +7,7 @@ started again: a restart loses connections and requests under way, never stored 
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Iterator
@@ -67,6 +68,8 @@ class MotoS3:
     def start(self) -> None:
         recording = self.directory / "moto-requests.jsonl"
         replay = recording.exists()
+        if replay:
+            mend_torn_tail(recording)
         self.server = self.farm.spawn(
             "moto-s3",
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
@@ -112,3 +115,19 @@ def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
         server = MotoS3(farm, directory)
         server.start()
         yield server
+
+
+def mend_torn_tail(recording: Path) -> None:
+    """End the recording on a whole line. moto writes a request's line, then its newline,
+    before it serves the request: a server killed between the two leaves a record the next
+    one would glue its first to, and one killed mid-line a request it never served."""
+    data = recording.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return
+    head, _, tail = data.rpartition(b"\n")
+    try:
+        json.loads(tail)
+    except ValueError:
+        recording.write_bytes(head + b"\n" if head else b"")
+    else:
+        recording.write_bytes(data + b"\n")

@@ -63,12 +63,13 @@ def run_redis_db() -> Iterator[str]:
 
 
 @contextmanager
-def run_rabbitmq_vhost() -> Iterator[str]:
+def run_rabbitmq_vhost(purpose: str = "") -> Iterator[str]:
     """A vhost of this run's own on the machine's RabbitMQ (made with rabbitmqctl, which
-    must run as the rabbitmq user to hold the node's cookie); deleted afterwards."""
+    must run as the rabbitmq user to hold the node's cookie), one per `purpose` (a queue
+    declared with other arguments needs a vhost of its own); deleted afterwards."""
     parts = urlsplit(AMQP_URL)
     base = parts.path.strip("/") or "fluxfarm"
-    vhost = f"{base}-t-{RUN_ID}"
+    vhost = f"{base}-t-{RUN_ID}" + (f"-{purpose}" if purpose else "")
     rabbitmqctl("add_vhost", vhost)
     try:
         rabbitmqctl("set_permissions", "-p", vhost, parts.username or "guest", ".*", ".*", ".*")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -20,6 +21,7 @@ from tests.private_servers import (
     running,
     server_dir,
 )
+from tests.s3server import mend_torn_tail
 
 pytestmark = pytest.mark.integration
 
@@ -109,10 +111,30 @@ def test_two_runs_get_different_redis_dbs_and_each_releases_its_own() -> None:
 
 
 def test_a_run_vhost_exists_while_held_and_is_deleted_after() -> None:
-    with services.run_rabbitmq_vhost() as url:
+    # a purpose of its own: the plain vhost is the session's, which other tests hold
+    with services.run_rabbitmq_vhost("probe") as url:
         vhost = url.rsplit("/", 1)[1]
         assert services.RUN_ID in vhost
         with Connection(url) as conn:
             conn.SimpleQueue("probe").put({"n": 1})
         assert vhost in services.rabbitmqctl("list_vhosts").split()
     assert vhost not in services.rabbitmqctl("list_vhosts").split()
+
+
+@pytest.mark.parametrize(
+    ("written", "mended"),
+    [
+        (b'{"a": 1}\n{"b": 2}\n', b'{"a": 1}\n{"b": 2}\n'),
+        (b'{"a": 1}\n{"b": 2}', b'{"a": 1}\n{"b": 2}\n'),
+        (b'{"a": 1}\n{"b": ', b'{"a": 1}\n'),
+        (b'{"b": ', b""),
+    ],
+    ids=["whole", "newline-missing", "torn-line", "only-a-torn-line"],
+)
+def test_a_moto_recording_cut_by_a_kill_ends_on_a_whole_line(
+    tmp_path: Path, written: bytes, mended: bytes
+) -> None:
+    recording = tmp_path / "moto-requests.jsonl"
+    recording.write_bytes(written)
+    mend_torn_tail(recording)
+    assert recording.read_bytes() == mended

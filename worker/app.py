@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import structlog
-from celery import Celery, Task
+from celery import Task
 from celery.signals import (
     beat_init,
     setup_logging,
@@ -30,11 +30,14 @@ from farmdomain import metrics
 from farmdomain.broker import (
     COPY_TASK,
     DELIVER_TASK,
+    DISPATCH_QUEUE,
+    DISPATCH_TASK,
     DRIVE_CALLBACKS_TASK,
     REAP_QUEUE,
     REAP_TASK,
     SUBMIT_MANY_TASK,
     SUBMIT_TASK,
+    BrokerCelery,
     celery_config,
 )
 from farmdomain.errors import ConfigurationError
@@ -45,14 +48,14 @@ from jobstore.migrations import require_current_schema
 from jobstore.observer import instrument
 from jobstore.store import JobStore
 from runware_edge.client import RunwareClient
-from worker import copying, delivery, reaper, tasks
+from worker import copying, delivery, dispatcher, reaper, tasks
 from worker.context import NoHooks, SubmitHooks, WorkerContext
 from worker.copying import Copier
 
 log = structlog.get_logger(__name__)
 
 
-class FarmCelery(Celery):
+class FarmCelery(BrokerCelery):
     """A Celery app that knows its settings and holds its process's context."""
 
     def __init__(self, settings: Settings, hooks: SubmitHooks) -> None:
@@ -107,7 +110,7 @@ def open_context(app: FarmCelery) -> WorkerContext:
         RunwareClient(settings),
         app.hooks,
         tasks.submit_claims,
-        Copier(settings, store.engine),
+        Copier(settings, store.engine, observers=store.observers),
     )
 
 
@@ -125,6 +128,7 @@ def create_app(settings: Settings, hooks: SubmitHooks | None = None) -> FarmCele
     """The worker and beat app for `settings`; `hooks` default to none."""
     app = FarmCelery(settings, hooks or NoHooks())
     app.conf.update(celery_config(settings))
+    app.conf.worker_consumer = "worker.consumer:FarmConsumer"
     app.conf.beat_schedule = {
         "reap": {
             "task": REAP_TASK,
@@ -132,6 +136,11 @@ def create_app(settings: Settings, hooks: SubmitHooks | None = None) -> FarmCele
             # a run not started within its interval is dropped: the next one does its work,
             # so a late reaper never runs back to back with the copies beat kept adding
             "options": {"queue": REAP_QUEUE, "expires": settings.reaper_interval_s},
+        },
+        "dispatch": {
+            "task": DISPATCH_TASK,
+            "schedule": settings.admission_dispatch_interval_s,
+            "options": {"queue": DISPATCH_QUEUE, "expires": settings.admission_dispatch_interval_s},
         },
         "drive-callbacks": {
             "task": DRIVE_CALLBACKS_TASK,
@@ -145,6 +154,7 @@ def create_app(settings: Settings, hooks: SubmitHooks | None = None) -> FarmCele
         (SUBMIT_TASK, tasks.submit),
         (SUBMIT_MANY_TASK, tasks.submit_many),
         (REAP_TASK, reaper.reap),
+        (DISPATCH_TASK, dispatcher.dispatch),
         (COPY_TASK, copying.copy_results),
         (DELIVER_TASK, delivery.deliver_callback),
         (DRIVE_CALLBACKS_TASK, delivery.drive_callbacks),

@@ -1,5 +1,6 @@
 """What a worker process makes once and its tasks share: settings, store, Runware client,
-batcher, callback sender, and the hooks at the two dangerous moments of a submission."""
+batchers, callback sender, the tenants' weights the dispatcher reads, and the hooks at the
+two dangerous moments of a submission."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from farmdomain.batching import Batcher
 from farmdomain.jobs import Job
 from farmdomain.settings import Settings
 from jobstore.protocol import Store
+from jobstore.tenant_shares import CachedWeights, TenantShares
 from runware_edge.provider import Provider
 from worker.callbacks import CallbackSender
 
@@ -21,6 +23,8 @@ if TYPE_CHECKING:
 
 # a job handed to the batcher: (job_id, the attempt count its message expects)
 Claim = tuple[str, int]
+# the submit path: (context, claims, whether the dispatcher admitted them) -> one None each
+Submit = Callable[["WorkerContext", list[Claim], bool], list[None]]
 
 
 class SubmitHooks(Protocol):
@@ -52,24 +56,29 @@ class WorkerContext:
     store: Store
     runware: Provider
     hooks: SubmitHooks
-    submit: InitVar[Callable[[WorkerContext, list[Claim]], list[None]]]
+    submit: InitVar[Submit]
     copier: Copier
     webhook_secrets: list[bytes] = field(init=False)
+    # the submit messages' claims, and the dispatcher's, which pass a backlog's hold
     batcher: Batcher[Claim, None] = field(init=False)
+    admitted: Batcher[Claim, None] = field(init=False)
     callbacks: CallbackSender = field(init=False)
+    # the tenants' weights in the dispatcher's fair sharing, read again every few seconds
+    weights: CachedWeights = field(init=False)
 
-    def __post_init__(self, submit: Callable[[WorkerContext, list[Claim]], list[None]]) -> None:
+    def __post_init__(self, submit: Submit) -> None:
         self.webhook_secrets = self.settings.webhook_secrets()
-        self.batcher = Batcher(
-            lambda claims: submit(self, claims),
-            self.settings.submit_batch_max,
-            self.settings.submit_parallel_posts,
-            name="submit",
-        )
+        size, posts = self.settings.submit_batch_max, self.settings.submit_parallel_posts
+        self.batcher = Batcher(lambda claims: submit(self, claims, False), size, posts, "submit")
+        self.admitted = Batcher(lambda claims: submit(self, claims, True), size, posts, "admit")
         self.callbacks = CallbackSender(self.settings)
+        self.weights = CachedWeights(
+            TenantShares(self.store.engine), self.settings.admission_tenants_cache_s
+        )
 
     def close(self) -> None:
         self.batcher.close()
+        self.admitted.close()
         self.copier.close()
         self.callbacks.close()
         self.runware.close()

@@ -1,18 +1,22 @@
 """Copying result images into the results store: fetched through the safe downloader (or
-decoded from inline data), checked, hashed, written once, and recorded on the result.
+decoded from inline data), checked, hashed, written once, and recorded on the result. The
+record of a job's last image to settle makes the job terminal (jobstore.settling):
+`succeeded` once every image is stored, `failed` (storage) if some were given up on.
 
 Each failure is one of two kinds. Transient (storage down, Runware's image host failing
 or unreachable): the copy is sent again after a backoff, for as long as Runware keeps the
 image's URL (FLUXFARM_RUNWARE_TTL_S from its arrival; inline data never runs out), and
 the reaper sends anything left behind again. Refused (not an image, another format or
 size than the job asked, over the cap, a host off the allow-list): nothing is written,
-the result keeps its row with the reason, and no attempt follows.
+the result keeps its row with the reason, and no attempt follows. Either way the job
+never waits past its deadline: the reaper fails it then, naming each image not stored.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -23,12 +27,13 @@ from farmdomain.broker import COPY_QUEUE, COPY_TASK
 from farmdomain.errors import DownloadRefused, ResultsStoreConflict, ResultsStoreUnavailable
 from farmdomain.metrics import metrics
 from farmdomain.settings import Settings
-from farmdomain.values import utcnow
-from imagestore import ResultsStore, image_key, open_results_store
+from farmdomain.values import StoreObserver, utcnow
+from imagestore import ResultsStore, image_key, open_results_store, upload_key
 from imagestore.verify import check_image, decode_inline
 from jobstore.copies import CopyOrder, Kept, ResultCopies, ResultKey
 from runware_edge.downloads import SafeDownloader
 from worker.backoff import backoff_s
+from worker.uploads import expects_upload, uploaded
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -40,6 +45,8 @@ log = structlog.get_logger(__name__)
 
 # the image host failed or answered without the image: worth another try while the URL lives
 _RETRIED_REFUSALS = frozenset({"status", "transport"})
+# copies that wait for Runware's upload before fetching the image themselves
+UPLOAD_WAITS = 3
 
 
 class CopyRetry(Exception):
@@ -65,9 +72,15 @@ class Copied:
 class Copier:
     """One per worker process: the downloader, the results store and the copy rows."""
 
-    def __init__(self, settings: Settings, engine: Engine, results: ResultsStore | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        results: ResultsStore | None = None,
+        observers: Sequence[StoreObserver] = (),
+    ):
         self.settings = settings
-        self.copies = ResultCopies(engine)
+        self.copies = ResultCopies(engine, observers=observers)
         self.results = results or open_results_store(settings)
         self.downloader = SafeDownloader(settings)
 
@@ -112,8 +125,20 @@ class Copier:
         return Copied(order, kept, written)
 
     def _keep(self, order: CopyOrder) -> tuple[Kept, bool]:
-        """The image checked and written; whether this call wrote it."""
+        """The image checked and written (or Runware's upload of it checked); whether
+        this call kept it."""
         where = f"{order.job_id}/{order.image_uuid}"
+        upload = expects_upload(
+            self.settings, self.results, order.output_type, order.number_results
+        )
+        if upload:
+            kept = self._uploaded(where, order)
+            if kept is not None:
+                return kept, True
+            if order.attempts < UPLOAD_WAITS:
+                # the upload and the webhook race: a few backoffs for it, then the copy,
+                # under the image's own key, which a late upload never writes over
+                raise CopyRetry("upload_pending", "Runware's upload has not arrived yet")
         key = image_key(order.job_id, order.image_uuid, order.output_format)
         data, declared = self._bytes(order, where)
         content_type = check_image(where, data, declared, order.output_format, order.size)
@@ -123,6 +148,13 @@ class Copier:
         except ResultsStoreUnavailable as exc:
             raise CopyRetry("storage", str(exc)) from exc
         return Kept(key, digest, len(data), content_type), written
+
+    def _uploaded(self, where: str, order: CopyOrder) -> Kept | None:
+        key = upload_key(order.job_id, order.output_format)
+        try:
+            return uploaded(self.results, where, key, order.output_format, order.size)
+        except ResultsStoreUnavailable as exc:
+            raise CopyRetry("storage", str(exc)) from exc
 
     def _bytes(self, order: CopyOrder, where: str) -> tuple[bytes, str | None]:
         if order.image_data is not None:

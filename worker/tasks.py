@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
+from datetime import timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +23,7 @@ from runware_edge.tokens import webhook_url
 from worker.backoff import backoff_s
 from worker.context import Claim, WorkerContext
 from worker.copying import publish_copies
+from worker.uploads import upload_endpoint
 
 if TYPE_CHECKING:
     from worker.app import FarmTask
@@ -40,16 +43,25 @@ def submit_many(task: FarmTask, claims: list[list[Any]]) -> None:
     task.context.batcher.run_all([(str(job_id), int(attempts)) for job_id, attempts in claims])
 
 
-def submit_claims(context: WorkerContext, claims: list[Claim]) -> list[None]:
-    """The batcher's handler: one batch of claims, one result per claim."""
-    submit_batch(context, claims)
+def submit_claims(context: WorkerContext, claims: list[Claim], admitted: bool) -> list[None]:
+    """The batchers' handler: one batch of claims, one result per claim."""
+    submit_batch(context, claims, admitted)
     return [None] * len(claims)
 
 
-def submit_batch(context: WorkerContext, claims: list[Claim]) -> None:
-    """Claim the jobs, POST the ones still due in one request, record each outcome."""
-    claimed = context.store.claim_many(claims)
-    won = {job.id for job in claimed}
+def submit_batch(context: WorkerContext, claims: list[Claim], admitted: bool = False) -> None:
+    """Claim the jobs, POST the ones still due in one request, record each outcome; the
+    dispatcher's claims are `admitted`: they pass a backlog's hold on first claims."""
+    taken = context.store.claim_many(claims, admitted=admitted)
+    # a first claim its tenant's budget had no room for comes back failed, never submitted
+    claimed = [job for job in taken if job.state is JobState.SUBMITTING]
+    for job in taken:
+        if job.state is JobState.FAILED:
+            _log_failed(
+                job.id,
+                Failure(job.failure_reason or "", job.failure_message or "", job.failure_code),
+            )
+    won = {job.id for job in taken}
     for job_id, expected_attempts in claims:
         if job_id not in won:
             log.info("submit.skipped", job_id=job_id, expected_attempts=expected_attempts)
@@ -106,12 +118,14 @@ def _post(context: WorkerContext, due: list[Job]) -> None:
     secret = context.webhook_secrets[0]
     base_url = context.settings.public_base_url
     ttl_s = context.settings.runware_ttl_s
+    results = context.copier.results
     tasks = [
         inference_task(
             job.task_uuid,
             job.request,
             webhook_url(base_url, job.task_uuid, secret),
             ttl_s=ttl_s,
+            upload_url=upload_endpoint(context.settings, results, job.id, job.request),
         )
         for job in due
     ]
@@ -128,6 +142,7 @@ def _post(context: WorkerContext, due: list[Job]) -> None:
         detail = {"attempt": attempt, "duration_ms": duration_ms, "batch": len(due)}
         ids = [job.id for job in accepted if job.attempts == attempt]
         context.store.mark_submitted_many(ids, detail)
+    _pause_claims(context, batch.failures.values())
     # the accepted jobs' log lines are their `submitted` transitions; failures get their own
     for job in due:
         failure = batch.failures.get(job.task_uuid)
@@ -144,16 +159,36 @@ def _failure_of(error: ProviderError) -> Failure:
     return Failure(error.reason, error.detail, code=error.code, parameter=error.parameter)
 
 
+def _pause_claims(context: WorkerContext, failures: Iterable[ProviderError]) -> None:
+    """A request Runware refused for its load holds back every worker's new claims: for its
+    Retry-After, or the first retry's backoff when it named none. Retries of jobs already
+    claimed go on at their own pace."""
+    asked = [
+        failure.retry_after
+        if failure.retry_after is not None
+        else context.settings.retry_base_delay_s
+        for failure in failures
+        if isinstance(failure, TransientProviderError) and failure.slow_down
+    ]
+    if asked:
+        context.store.pause_claims(utcnow() + timedelta(seconds=max(asked)))
+
+
 def _retry_or_fail(context: WorkerContext, job: Job, exc: TransientProviderError) -> None:
+    """Send the job again after a backoff, or fail it: when the retry would land past its
+    deadline, or, for a transient error other than Runware's load, after
+    submit_max_attempts."""
     settings = context.settings
     delay = backoff_s(
         job.attempts, settings.retry_base_delay_s, settings.retry_max_delay_s, exc.retry_after
     )
-    out_of_time = utcnow().timestamp() + delay >= job.deadline_at.timestamp()
-    if job.attempts >= settings.submit_max_attempts or out_of_time:
-        why = "deadline" if out_of_time else f"{job.attempts} attempts"
-        failure = Failure(exc.reason, f"gave up after {why}: {exc.detail}", code=exc.code)
-        _fail(context, job, failure)
+    if utcnow().timestamp() + delay >= job.deadline_at.timestamp():
+        message = f"the next retry, in {delay:.1f} s, would land past the deadline: {exc.detail}"
+        _fail(context, job, Failure(exc.reason, message, code=exc.code))
+        return
+    if not exc.slow_down and job.attempts >= settings.submit_max_attempts:
+        message = f"gave up after {job.attempts} attempts: {exc.detail}"
+        _fail(context, job, Failure(exc.reason, message, code=exc.code))
         return
     attempt = {
         "attempt": job.attempts,
@@ -182,11 +217,16 @@ def publish_submit(
 
 def _fail(context: WorkerContext, job: Job, failure: Failure) -> None:
     if context.store.fail(job.id, failure):
-        log.warning(
-            "job.failed",
-            status="failed",
-            reason=failure.reason,
-            code=failure.code,
-            message=failure.message,
-            parameter=failure.parameter,
-        )
+        _log_failed(job.id, failure)
+
+
+def _log_failed(job_id: str, failure: Failure) -> None:
+    log.warning(
+        "job.failed",
+        job_id=job_id,
+        status="failed",
+        reason=failure.reason,
+        code=failure.code,
+        message=failure.message,
+        parameter=failure.parameter,
+    )

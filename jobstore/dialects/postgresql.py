@@ -34,8 +34,8 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.types import TypeEngine
 
-from farmdomain.jobs import IN_FLIGHT_STATES, TERMINAL_STATES, JobState
-from farmdomain.values import IncomingResult, to_micros
+from farmdomain.jobs import IN_FLIGHT_STATES, TERMINAL_STATES
+from farmdomain.values import IncomingResult, ResultOutcome, to_micros
 from jobstore.dialects.protocol import Step
 from jobstore.event_log import EVENT_FIELDS, event_value
 from jobstore.schema import events, jobs, results
@@ -82,7 +82,6 @@ def _with_event(statement: Any) -> Any:
 # for every result.
 _TERMINAL = ", ".join(f"'{state.value}'" for state in sorted(TERMINAL_STATES))
 _IN_FLIGHT = ", ".join(f"'{state.value}'" for state in IN_FLIGHT_STATES)
-_SUCCEEDED = f"'{JobState.SUCCEEDED.value}'"
 
 
 # PostgreSQL: every result of the batch in one autocommitted statement.
@@ -92,22 +91,40 @@ _SUCCEEDED = f"'{JobState.SUCCEEDED.value}'"
 # `locked` (FOR UPDATE returns the row as that commit left it) and in the UPDATE (which
 # re-reads the row it waited for). ON CONFLICT also sees that commit's result rows, so a
 # duplicate stores, counts and logs nothing.
-# One row per incoming result, in order: `job_id` and `prior_state` (NULL: no job has the
-# task), `late` (NULL: a duplicate), `completed`, and the job as counted.
+# A job takes new images only up to its numberResults: `ranked` numbers each job's new ones
+# and `room` is read from the locked row, so racing batches never store more than that
+# between them (a result the snapshot took for new, stored by the racing batch meanwhile,
+# may take a place: the loser is refused, and delivered again). One that comes after the
+# job is terminal (canceled, failed) is stored late, with its cost: Runware bills it.
+# The job's last result does not complete it: it succeeds once every image is stored
+# (jobstore.settling). Runware is done with it, though: its admission unit is given back
+# here, by clearing capacity_key (the trigger of migration 0013_durable_results).
+# One row per incoming result, in order: `job_id` (NULL: no job has the task) and what
+# recording it did (a ResultOutcome).
 def _record_results_sql(incoming: str) -> str:
     """The statement, the batch's results read by the query `incoming` (columns task_uuid,
-    image_uuid, image_url, image_data, seed, cost_micros, nsfw, position)."""
+    image_uuid, image_url, image_data, seed, cost_micros, unconfirmed_cost_micros, nsfw,
+    position)."""
     return f"""
 WITH incoming AS ({incoming}), locked AS (
-  SELECT id, state, task_uuid FROM jobs
+  SELECT id, state, task_uuid, number_results, images_received FROM jobs
   WHERE task_uuid IN (SELECT task_uuid FROM incoming) ORDER BY id FOR UPDATE
+), known AS (
+  SELECT i.position FROM incoming i
+  JOIN results r ON r.task_uuid = i.task_uuid AND r.image_uuid = i.image_uuid
+), ranked AS (
+  SELECT i.*, locked.id AS job_id, locked.state IN ({_TERMINAL}) AS late,
+    row_number() OVER (PARTITION BY locked.id ORDER BY i.position) AS nth,
+    locked.number_results - locked.images_received AS room
+  FROM incoming i JOIN locked ON locked.task_uuid = i.task_uuid
+  WHERE i.position NOT IN (SELECT position FROM known)
 ), stored AS (
   INSERT INTO results (task_uuid, image_uuid, job_id, image_url, image_data, seed,
-    cost_micros, nsfw, source, late, received_at)
-  SELECT i.task_uuid, i.image_uuid, locked.id, i.image_url, i.image_data, i.seed,
-    i.cost_micros, i.nsfw, CAST(:source AS VARCHAR), locked.state IN ({_TERMINAL}),
+    cost_micros, unconfirmed_cost_micros, nsfw, source, late, received_at)
+  SELECT r.task_uuid, r.image_uuid, r.job_id, r.image_url, r.image_data, r.seed,
+    r.cost_micros, r.unconfirmed_cost_micros, r.nsfw, CAST(:source AS VARCHAR), r.late,
     :received_at
-  FROM incoming i JOIN locked ON locked.task_uuid = i.task_uuid
+  FROM ranked r WHERE r.nth <= r.room
   ON CONFLICT (task_uuid, image_uuid) DO NOTHING
   RETURNING task_uuid, image_uuid, job_id, cost_micros, late
 ), per_job AS (
@@ -117,41 +134,38 @@ WITH incoming AS ({incoming}), locked AS (
   UPDATE jobs SET
     images_received = jobs.images_received + per_job.images,
     cost_micros = jobs.cost_micros + per_job.cost,
-    state = CASE WHEN jobs.state IN ({_IN_FLIGHT})
+    capacity_key = CASE WHEN jobs.state IN ({_IN_FLIGHT})
       AND jobs.number_results <= jobs.images_received + per_job.images
-      THEN {_SUCCEEDED} ELSE jobs.state END,
-    finished_at = CASE WHEN jobs.state IN ({_IN_FLIGHT})
-      AND jobs.number_results <= jobs.images_received + per_job.images
-      THEN :received_at ELSE jobs.finished_at END,
+      THEN NULL ELSE jobs.capacity_key END,
     updated_at = :received_at
   FROM per_job WHERE jobs.id = per_job.job_id
-  RETURNING jobs.*
-), logged AS (
-  INSERT INTO events (job_id, at, kind, from_state, to_state, detail)
-  SELECT counted.id, :received_at, 'completed', locked.state, counted.state,
-    jsonb_build_object('images', counted.images_received, 'source', CAST(:source AS VARCHAR))
-  FROM counted JOIN locked ON locked.id = counted.id
-  WHERE counted.state = {_SUCCEEDED} AND locked.state IN ({_IN_FLIGHT})
-  RETURNING job_id
+  RETURNING jobs.id
 )
-SELECT locked.id AS job_id, locked.state AS prior_state, stored.late,
-  logged.job_id IS NOT NULL AS completed, counted.*
+SELECT locked.id AS job_id,
+  CASE WHEN locked.id IS NULL THEN '{ResultOutcome.UNKNOWN_TASK.value}'
+    WHEN stored.late THEN '{ResultOutcome.LATE.value}'
+    WHEN stored.image_uuid IS NOT NULL THEN '{ResultOutcome.ACCEPTED.value}'
+    WHEN known.position IS NOT NULL THEN '{ResultOutcome.DUPLICATE.value}'
+    WHEN ranked.nth > ranked.room THEN '{ResultOutcome.TOO_MANY_IMAGES.value}'
+    WHEN ranked.position IS NOT NULL THEN '{ResultOutcome.DUPLICATE.value}'
+    ELSE '{ResultOutcome.TOO_MANY_IMAGES.value}' END AS outcome
 FROM incoming i
 LEFT JOIN locked ON locked.task_uuid = i.task_uuid
+LEFT JOIN known ON known.position = i.position
+LEFT JOIN ranked ON ranked.position = i.position
 LEFT JOIN stored ON stored.task_uuid = i.task_uuid AND stored.image_uuid = i.image_uuid
-LEFT JOIN counted ON counted.id = locked.id
-LEFT JOIN logged ON logged.job_id = counted.id
 ORDER BY i.position
-"""  # noqa: S608 -- only our own state names and queries are interpolated
+"""  # noqa: S608 -- only our own state names, outcomes and queries are interpolated
 
 
 _MANY = """
   SELECT * FROM unnest(
     CAST(:task_uuids AS VARCHAR[]), CAST(:image_uuids AS VARCHAR[]),
     CAST(:image_urls AS TEXT[]), CAST(:image_datas AS TEXT[]), CAST(:seeds AS BIGINT[]),
-    CAST(:costs AS BIGINT[]), CAST(:nsfws AS BOOLEAN[])
+    CAST(:costs AS BIGINT[]), CAST(:unconfirmed_costs AS BIGINT[]), CAST(:nsfws AS BOOLEAN[])
   ) WITH ORDINALITY
-    AS i(task_uuid, image_uuid, image_url, image_data, seed, cost_micros, nsfw, position)
+    AS i(task_uuid, image_uuid, image_url, image_data, seed, cost_micros,
+      unconfirmed_cost_micros, nsfw, position)
 """
 # One result, as plain values: PostgreSQL plans a statement over arrays again for every
 # call (their length changes its estimates), and this one once per connection, and most
@@ -160,7 +174,8 @@ _ONE = """
   SELECT CAST(:task_uuids AS VARCHAR) AS task_uuid, CAST(:image_uuids AS VARCHAR) AS image_uuid,
     CAST(:image_urls AS TEXT) AS image_url, CAST(:image_datas AS TEXT) AS image_data,
     CAST(:seeds AS BIGINT) AS seed, CAST(:costs AS BIGINT) AS cost_micros,
-    CAST(:nsfws AS BOOLEAN) AS nsfw, 1 AS position
+    CAST(:unconfirmed_costs AS BIGINT) AS unconfirmed_cost_micros,
+    CAST(:nsfws AS BOOLEAN) AS nsfw, CAST(1 AS BIGINT) AS position
 """
 
 
@@ -175,17 +190,12 @@ def _record_statement(incoming: str, typed: Callable[[TypeEngine[Any]], TypeEngi
             bindparam("image_datas", type_=typed(Text())),
             bindparam("seeds", type_=typed(BigInteger())),
             bindparam("costs", type_=typed(BigInteger())),
+            bindparam("unconfirmed_costs", type_=typed(BigInteger())),
             bindparam("nsfws", type_=typed(Boolean())),
             bindparam("source", type_=results.c.source.type),
             bindparam("received_at", type_=results.c.received_at.type),
         )
-        .columns(
-            job_id=jobs.c.id.type,
-            prior_state=jobs.c.state.type,
-            late=results.c.late.type,
-            completed=Boolean(),
-            **{column.name: column.type for column in jobs.c},
-        )
+        .columns(job_id=jobs.c.id.type, outcome=String())
     )
 
 
@@ -204,6 +214,7 @@ def _record_in_one_statement(
         "image_datas": [r.image_data for r in distinct],
         "seeds": [r.seed for r in distinct],
         "costs": [to_micros(r.cost_usd) for r in distinct],
+        "unconfirmed_costs": [to_micros(r.unconfirmed_cost_usd) for r in distinct],
         "nsfws": [r.nsfw for r in distinct],
     }
     values: dict[str, Any] = columns
@@ -212,13 +223,7 @@ def _record_in_one_statement(
         statement, values = RECORD_ONE_RESULT, {k: v[0] for k, v in columns.items()}
     params = values | {"source": source, "received_at": received_at}
     rows = conn.execute(statement, params).all()
-    # every row of a completed job carries the completion: it belongs to the job's last
-    # result in the batch, the one that would have completed it had they come one by one
-    last_of_job = {row.id: place for place, row in enumerate(rows) if row.completed}
-    return [
-        (row.job_id, row.prior_state, row.late, row if last_of_job.get(row.id) == place else None)
-        for place, row in enumerate(rows)
-    ]
+    return [(row.job_id, ResultOutcome(row.outcome)) for row in rows]
 
 
 class PostgreSQL:

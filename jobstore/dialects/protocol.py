@@ -9,12 +9,11 @@ from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, Connection, Engine, Row, Table
 
-from farmdomain.values import IncomingResult
+from farmdomain.values import IncomingResult, ResultOutcome
 
-# What recording one result found: the job's id and state before (None: no job has the
-# task), whether the result was late (None: a duplicate), and the job's row if the result
-# completed it.
-Step = tuple[str | None, str | None, bool | None, Row[Any] | None]
+# What recording one result found: the job's id (None: no job has the task), and what
+# recording it did.
+Step = tuple[str | None, ResultOutcome]
 
 
 class Dialect(Protocol):
@@ -43,10 +42,13 @@ class Dialect(Protocol):
         source: str,
         received_at: datetime,
     ) -> list[Step]:
-        """Store each of `distinct` (no two with one (task, image)) once, count it against
-        its job and complete the job with its last image; one Step per result, in order.
+        """Store each of `distinct` (no two with one (task, image)) once and count it
+        against its job, whose last image gives back its admission unit (capacity_key
+        cleared); one Step per result, in order.
 
-        Lateness is decided by the job's state before the batch, for all of its results."""
+        A job takes new images only while in flight, as its state was before the batch, and
+        never more than its numberResults: a new one for a terminal job is LATE, one past
+        numberResults TOO_MANY_IMAGES, and neither is stored."""
         ...
 
     def insert(self, table: Table) -> Any:

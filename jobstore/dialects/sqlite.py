@@ -27,9 +27,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects import sqlite
 
 from farmdomain.jobs import IN_FLIGHT_STATES, TERMINAL_STATES, JobState
-from farmdomain.values import IncomingResult, to_micros
+from farmdomain.values import IncomingResult, ResultOutcome, to_micros
 from jobstore.dialects.protocol import Step
-from jobstore.event_log import INSERT_EVENT, log_event
+from jobstore.event_log import INSERT_EVENT
 from jobstore.schema import jobs, results
 
 
@@ -50,11 +50,11 @@ def _begin_immediate(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-# The steps, in the caller's transaction. The job's row lock comes first: without
-# it concurrent results each read `submitted` and each log "completed".
+# The steps, in the caller's transaction. The job's row lock comes first: without it
+# concurrent results could each read room for one more image.
 # (SQLite locks the whole file for the transaction: it has no FOR UPDATE, and needs none)
 LOCK_JOB_OF_TASK = (
-    select(jobs.c.id, jobs.c.state)
+    select(jobs.c.id, jobs.c.state, jobs.c.number_results, jobs.c.images_received)
     .where(jobs.c.task_uuid == bindparam("task_uuid", type_=jobs.c.task_uuid.type))
     .with_for_update()
 )
@@ -63,31 +63,35 @@ LOCK_JOB_OF_TASK = (
 INSERT_RESULT = (
     text(
         "INSERT INTO results (task_uuid, image_uuid, job_id, image_url, image_data, seed,"
-        " cost_micros, nsfw, source, late, received_at)"
+        " cost_micros, unconfirmed_cost_micros, nsfw, source, late, received_at)"
         " VALUES (:task_uuid, :image_uuid, :job_id, :image_url, :image_data, :seed,"
-        " :cost_micros, :nsfw, :source, :late, :received_at)"
+        " :cost_micros, :unconfirmed_cost_micros, :nsfw, :source, :late, :received_at)"
         " ON CONFLICT (task_uuid, image_uuid) DO NOTHING RETURNING image_uuid"
     )
     .bindparams(*(bindparam(column.name, type_=column.type) for column in results.c))
     .columns(results.c.image_uuid)
+)
+RESULT_EXISTS = select(results.c.image_uuid).where(
+    results.c.task_uuid == bindparam("task_uuid", type_=results.c.task_uuid.type),
+    results.c.image_uuid == bindparam("image_uuid", type_=results.c.image_uuid.type),
 )
 _RECEIVED = jobs.c.images_received + 1
 _COMPLETES = jobs.c.state.in_([s.value for s in IN_FLIGHT_STATES]) & (
     jobs.c.number_results <= _RECEIVED
 )
 _NOW = bindparam("received_at", type_=jobs.c.updated_at.type)
-# one more result for job_id, costing `cost` micro-dollars; succeeded if it was the last
+# one more result for job_id, costing `cost` micro-dollars; the last one gives back the
+# job's admission unit (the trigger of 0013_durable_results): the job succeeds once every
+# image is stored (jobstore.settling)
 COUNT_RESULT = (
     update(jobs)
     .where(jobs.c.id == bindparam("job_id", type_=jobs.c.id.type))
     .values(
         images_received=_RECEIVED,
         cost_micros=jobs.c.cost_micros + bindparam("cost", type_=jobs.c.cost_micros.type),
-        state=case((_COMPLETES, JobState.SUCCEEDED.value), else_=jobs.c.state),
-        finished_at=case((_COMPLETES, _NOW), else_=jobs.c.finished_at),
+        capacity_key=case((_COMPLETES, None), else_=jobs.c.capacity_key),
         updated_at=_NOW,
     )
-    .returning(*jobs.c)
 )
 
 
@@ -99,12 +103,19 @@ def _in_steps(
     before_batch: dict[str, str],
 ) -> Step:
     """One result's steps; `before_batch` keeps each job's state as the batch found it,
-    which decides lateness for all of the batch's results, as PostgreSQL's one statement does."""
+    which decides whether a new image is late for all of the batch's results, as
+    PostgreSQL's one statement does; the count of images is the row's, as it stands."""
     job = conn.execute(LOCK_JOB_OF_TASK, {"task_uuid": result.task_uuid}).first()
     if job is None:
-        return None, None, None, None
+        return None, ResultOutcome.UNKNOWN_TASK
     prior = before_batch.setdefault(job.id, job.state)
     late = JobState(prior) in TERMINAL_STATES
+    if job.images_received >= job.number_results:
+        # no new image is taken: only whether this one is known decides the outcome
+        key = {"task_uuid": result.task_uuid, "image_uuid": result.image_uuid}
+        if conn.execute(RESULT_EXISTS, key).first() is not None:
+            return job.id, ResultOutcome.DUPLICATE
+        return job.id, ResultOutcome.TOO_MANY_IMAGES
     cost = to_micros(result.cost_usd)
     stored = conn.execute(
         INSERT_RESULT,
@@ -116,6 +127,7 @@ def _in_steps(
             "image_data": result.image_data,
             "seed": result.seed,
             "cost_micros": cost,
+            "unconfirmed_cost_micros": to_micros(result.unconfirmed_cost_usd),
             "nsfw": result.nsfw,
             "source": source,
             "late": late,
@@ -123,16 +135,10 @@ def _in_steps(
         },
     ).first()
     if stored is None:
-        return job.id, prior, None, None
+        return job.id, ResultOutcome.DUPLICATE
     counted = {"job_id": job.id, "cost": cost or 0, "received_at": received_at}
-    row = conn.execute(COUNT_RESULT, counted).one()
-    completed = row.state == JobState.SUCCEEDED.value and job.state != row.state
-    if late or not completed:
-        return job.id, prior, late, None
-    detail = {"images": row.images_received, "source": source}
-    states = (JobState(job.state), JobState.SUCCEEDED)
-    log_event(conn, job.id, "completed", states, detail, received_at)
-    return job.id, prior, late, row
+    conn.execute(COUNT_RESULT, counted)
+    return job.id, ResultOutcome.LATE if late else ResultOutcome.ACCEPTED
 
 
 class SQLite:

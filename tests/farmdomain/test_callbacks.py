@@ -35,6 +35,7 @@ def settings(tmp_path: Path) -> Settings:
         ("/relative", "acme", "url"),
         ("http://user:pw@hooks.example.com/", "acme", "url"),
         ("https://hooks.example.com/" + "a" * 2048, "acme", "max_length"),
+        ("https://hooks.example.com/\x1b[2J", "acme", "characters"),
     ],
 )
 def test_a_callback_url_must_be_http_and_on_an_allowed_host(

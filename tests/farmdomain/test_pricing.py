@@ -1,13 +1,23 @@
-"""The cost estimate reserved against the budget, checked against the seed's prices."""
+"""The cost estimate reserved against the budgets, checked against the seed's prices, and
+the walk that admits first claims within their tenants' budgets."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from farmdomain.pricing import estimate_usd
+from farmdomain.pricing import (
+    Candidate,
+    Period,
+    TenantBudget,
+    admit,
+    estimate_usd,
+    first_passed,
+    over_budget_message,
+)
 
 REFS = {"inputs": {"referenceImages": ["https://example.com/a.jpg"] * 3}}
 
@@ -29,3 +39,46 @@ REFS = {"inputs": {"referenceImages": ["https://example.com/a.jpg"] * 3}}
 )
 def test_estimate_follows_the_per_megapixel_price(params: dict[str, Any], expected: str) -> None:
     assert estimate_usd({"positivePrompt": "x", **params}) == Decimal(expected)
+
+
+def _candidates(*tenants: str) -> list[Candidate]:
+    return [Candidate(f"job-{i}", tenant, Decimal("0.03")) for i, tenant in enumerate(tenants)]
+
+
+def test_admit_counts_the_jobs_it_admits_against_the_budget_as_it_goes() -> None:
+    budget = TenantBudget("acme", Decimal("0.10"), None)
+    committed = {"acme": {Period.DAILY: Decimal("0.02"), Period.MONTHLY: Decimal("0.02")}}
+
+    admitted, refused = admit(
+        _candidates("acme", "acme", "acme", "free"), {"acme": budget}, committed, 10
+    )
+
+    assert admitted == ["job-0", "job-1", "job-3"]
+    assert refused == {"job-2": (budget, Period.DAILY)}
+
+
+def test_admit_judges_no_job_past_the_room_it_has() -> None:
+    budget = TenantBudget("acme", Decimal(0), Decimal(0))
+
+    admitted, refused = admit(_candidates("free", "acme", "free", "acme"), {"acme": budget}, {}, 2)
+
+    assert admitted == ["job-0", "job-2"]
+    assert refused == {"job-1": (budget, Period.DAILY)}
+
+
+def test_the_monthly_budget_names_itself_when_only_it_is_passed() -> None:
+    budget = TenantBudget("acme", Decimal(1), Decimal("0.05"))
+    committed = {Period.DAILY: Decimal(0), Period.MONTHLY: Decimal("0.04")}
+
+    assert first_passed(budget, committed, Decimal("0.01")) is None
+    assert first_passed(budget, committed, Decimal("0.02")) is Period.MONTHLY
+    assert over_budget_message(budget, Period.MONTHLY) == (
+        "tenant acme's monthly budget of $0.05 would be passed"
+    )
+
+
+def test_a_period_starts_at_its_utc_midnight() -> None:
+    now = datetime(2026, 3, 17, 23, 30, tzinfo=timezone(timedelta(hours=-5)))
+
+    assert Period.DAILY.start(now) == datetime(2026, 3, 18, tzinfo=UTC)
+    assert Period.MONTHLY.start(now) == datetime(2026, 3, 1, tzinfo=UTC)

@@ -35,7 +35,7 @@ def _body(image_uuid: str) -> ParsedBody:
 
 
 async def _record_together(store: _RefusingStore, names: list[str]) -> list[Any]:
-    recorder = WebhookRecorder(cast(Store, store), writers=1)
+    recorder = WebhookRecorder(cast(Store, store), list, writers=1)
     try:
         # every body is waiting before the writer starts: they are written as one batch
         return await asyncio.gather(

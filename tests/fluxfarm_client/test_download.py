@@ -113,6 +113,10 @@ def test_a_checksum_mismatch_keeps_nothing(hosts: tuple[Host, Host], tmp_path: P
         ({"url": "{cdn}/files/b"}, "803 bytes, over the limit of 100 bytes"),
         ({"url": "{cdn}/files/b?chunked=1"}, "over the limit of 100 bytes"),
         ({"imageURL": None, "hasInlineData": True}, "gives no URL"),
+        (
+            {"deleted": True, "deletedAt": "2026-12-01T00:00:00Z"},
+            "deleted by the farm's retention at 2026-12-01T00:00:00",
+        ),
         ({"url": "{cdn}/files/b", "imageUUID": "../escape"}, "not a safe file name"),
     ],
 )

@@ -56,13 +56,52 @@ def test_bench_measures_every_figure_on_each_run(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert "| sqlite | 30 |" in done.stdout
     assert "HTTP one by one" in done.stdout
+    assert "| sqlite | 30 | 30 |" in done.stdout, "every job's callback delivered"
     runs = json.loads(out.read_text())["runs"]
     assert len(runs) == 2
     for run in runs:
         assert run["failed"] == 0
         assert all(run[figure] > 0 for figure in FIGURES)
         assert {"queue_wait", "submit_http", "webhook_to_succeeded"} <= set(run["stages"])
-        for processes in ("processes", "http_processes", "http_single_processes"):
+        assert run["callbacks_delivered"] == 30
+        for processes in (
+            "processes",
+            "http_processes",
+            "http_single_processes",
+            "callback_processes",
+        ):
             assert {"web", "worker", "simulator"} <= set(run[processes])
         # the HTTP phases' jobs went through web: it spent CPU on each of them
         assert run["http_single_processes"]["web"]["cpu_s_per_1k_jobs"] > 0
+
+
+def test_bench_copy_measures_keeping_the_images(tmp_path: Path) -> None:
+    out = tmp_path / "copy.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fluxfarm.cli",
+            "bench",
+            "--copy",
+            "--copy-jobs",
+            "20",
+            "--copy-modes",
+            "s3-upload",
+            "--work-dir",
+            str(tmp_path / "work"),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "| s3-upload | 20 |" in done.stdout
+    [run] = json.loads(out.read_text())
+    assert run["images"] == 20
+    assert run["copy_cpu_ms_per_image"] > 0
+    assert run["noop_per_s"] > 0

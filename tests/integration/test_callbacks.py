@@ -3,6 +3,10 @@ PostgreSQL and Redis, and a receiver that verifies every callback with `standard
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,17 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import update
 
 from farmdomain.callbacks import CallbackStatus, event_id, new_secret
 from farmdomain.settings import Settings
+from farmdomain.values import utcnow
 from fluxfarm.demo import demo_requests
-from fluxfarm.processes import Child, Farm, free_port
+from fluxfarm.processes import Child, Farm, free_port, settings_env
 from jobstore.callback_events import CallbackOutbox
 from jobstore.callback_secrets import CallbackSecrets
 from jobstore.engine import make_engine
 from jobstore.migrations import upgrade
-from jobstore.schema import jobs
 from producers.client import FluxfarmClient
 from tests.callback_receiver import CallbackReceiver
 from tests.http_servers import serve_asgi
@@ -57,16 +60,13 @@ class CallbackFarm:
         with FluxfarmClient(self.settings) as client:
             requests = demo_requests(count)
             step = self.settings.submit_many_max
-            job_ids = [
+            return [
                 job_id
                 for start in range(0, count, step)
-                for job_id in client.submit_many(requests[start : start + step])
+                for job_id in client.submit_many(
+                    requests[start : start + step], callback_url=self.hook_url
+                )
             ]
-        with self.outbox.engine.begin() as conn:
-            conn.execute(
-                update(jobs).where(jobs.c.id.in_(job_ids)).values(callback_url=self.hook_url)
-            )
-        return job_ids
 
     def start_worker(self, name: str) -> Child:
         return self.farm.start_worker(name, concurrency=8, pool="threads")
@@ -214,3 +214,111 @@ def test_a_wrong_secret_or_a_tampered_body_fails_verification(
     tampered = wrong.body.replace(job_id.encode(), b"0" * len(job_id))
     assert tampered != wrong.body
     assert not right.verified(tampered, wrong.headers)
+
+
+def fluxfarm(settings: Settings, *argv: str) -> subprocess.CompletedProcess[str]:
+    """The real `fluxfarm` command line, in a process of its own, seeing `settings`."""
+    return subprocess.run(
+        [sys.executable, "-m", "fluxfarm.cli", *argv],
+        env={**os.environ, **settings_env(settings)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def answers_by_id(receiver: CallbackReceiver) -> dict[str, list[int]]:
+    """Each webhook-id's answers, in the order the receiver gave them."""
+    found: dict[str, list[int]] = {}
+    for received in receiver.received:
+        found.setdefault(received.webhook_id, []).append(received.answered)
+    return found
+
+
+COMPRESSED = [0.0, 0.2, 0.4]
+
+
+def test_events_refused_forever_go_dead_and_replay_delivers_each_once_fixed(
+    callback_farm: Callable[..., CallbackFarm],
+) -> None:
+    receiver = CallbackReceiver(answer=500)
+    farm = callback_farm(receiver, callback_retry_schedule_s=COMPRESSED)
+    since = utcnow()
+    job_ids = farm.submit(3)
+    farm.start_worker("worker-a")
+    farm.farm.start_beat()
+    wait_for(
+        "every event dead", lambda: set(farm.statuses(job_ids).values()) == {CallbackStatus.DEAD}
+    )
+    ids = {event_id(job_id) for job_id in job_ids}
+    # the fault landed: every attempt of the schedule reached the receiver and was refused
+    assert answers_by_id(receiver) == {webhook_id: [500] * len(COMPRESSED) for webhook_id in ids}
+
+    receiver.answer = 200
+    replayed = fluxfarm(farm.settings, "callbacks", "replay", "--since", since.isoformat())
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout == "replayed 3 callback events\n"
+
+    wait_for(
+        "every replayed event delivered",
+        lambda: set(farm.statuses(job_ids).values()) == {CallbackStatus.DELIVERED},
+    )
+    assert answers_by_id(receiver) == {
+        webhook_id: [500] * len(COMPRESSED) + [200] for webhook_id in ids
+    }
+    assert all(r.verified for r in receiver.received)
+    listed = fluxfarm(farm.settings, "callbacks", "list", "--failed")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[1:] == []
+
+
+def test_an_endpoint_answering_410_is_gone_and_never_called_again(
+    callback_farm: Callable[..., CallbackFarm],
+) -> None:
+    receiver = CallbackReceiver(answer=410)
+    farm = callback_farm(receiver, callback_retry_schedule_s=COMPRESSED)
+    [gone] = farm.submit(1)
+    farm.start_worker("worker-a")
+    farm.farm.start_beat()
+    wait_for("the event gone", lambda: farm.statuses([gone])[gone] is CallbackStatus.GONE)
+
+    # a later job's whole run outlasts the schedule that a retry of the first would follow
+    receiver.answer = 200
+    [later] = farm.submit(1)
+    wait_for("the later event", lambda: farm.statuses([later])[later] is CallbackStatus.DELIVERED)
+    assert answers_by_id(receiver) == {event_id(gone): [410], event_id(later): [200]}
+    event = farm.outbox.get(gone)
+    assert event is not None
+    assert (event.status, event.tries, len(event.attempts)) == (CallbackStatus.GONE, 1, 1)
+    listed = fluxfarm(farm.settings, "callbacks", "list", "--failed", "--json")
+    assert [e["jobId"] for e in json.loads(listed.stdout)] == [gone]
+
+
+def test_after_a_rotation_each_delivery_verifies_with_the_old_or_the_new_secret(
+    callback_farm: Callable[..., CallbackFarm],
+) -> None:
+    receiver = CallbackReceiver()
+    farm = callback_farm(receiver)
+    [old] = receiver.secrets
+    rotated = fluxfarm(farm.settings, "callbacks", "rotate", TENANT, "--overlap", "3600")
+    assert rotated.returncode == 0, rotated.stderr
+    new = rotated.stdout.strip()
+    assert new.startswith("whsec_")
+    assert new != old
+    shown = fluxfarm(farm.settings, "callbacks", "secret", TENANT)
+    assert shown.stdout.strip() == new
+
+    job_ids = farm.submit(3)
+    farm.start_worker("worker-a")
+    farm.farm.start_beat()
+    expected = {event_id(job_id) for job_id in job_ids}
+    wait_for("every callback", lambda: expected <= receiver.delivered_ids())
+    with_old, with_new = CallbackReceiver(secrets=[old]), CallbackReceiver(secrets=[new])
+    for received in receiver.received:
+        assert len(received.headers["webhook-signature"].split()) == 2
+        assert with_old.verified(received.body, received.headers)
+        assert with_new.verified(received.body, received.headers)
+        assert not CallbackReceiver(secrets=[new_secret()]).verified(
+            received.body, received.headers
+        )

@@ -8,10 +8,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
+from jobstore.copies import Kept, ResultCopies
 from jobstore.engine import make_engine
 from jobstore.migrations import upgrade
+from jobstore.schema import results
 from jobstore.store import JobStore
 from tests.services import fresh_postgres_database
 
@@ -28,6 +30,32 @@ class Clock:
     def advance(self, seconds: float) -> datetime:
         self.now += timedelta(seconds=seconds)
         return self.now
+
+
+def copies_of(store: JobStore, clock: Clock | None = None) -> ResultCopies:
+    """The copy rows of `store`, telling its observers of the jobs a copy makes terminal."""
+    return ResultCopies(store.engine, clock or store._clock, observers=store.observers)
+
+
+def keep_images(store: JobStore, job_id: str, clock: Clock | None = None) -> int:
+    """Record every received image of the job as kept in the results store, as the copy
+    task does once it wrote one; how many this call recorded."""
+    with store.engine.connect() as conn:
+        keys = [
+            (row.task_uuid, row.image_uuid)
+            for row in conn.execute(
+                select(results.c.task_uuid, results.c.image_uuid).where(results.c.job_id == job_id)
+            )
+        ]
+    copies = copies_of(store, clock)
+    return sum(
+        copies.stored(order, kept_image(order.job_id, order.image_uuid))
+        for order in copies.orders(keys)
+    )
+
+
+def kept_image(job_id: str, image_uuid: str) -> Kept:
+    return Kept(f"images/{job_id}/{image_uuid}.jpg", "ab" * 32, 1234, "image/jpeg")
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +90,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path, migrated_sqlite: P
     url: str = request.getfixturevalue("postgres_url")
     engine = make_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE results, events, jobs CASCADE"))
+        conn.execute(text("TRUNCATE results, events, jobs, tenant_retention CASCADE"))
     engine.dispose()
     return url
 

@@ -11,15 +11,17 @@ from prometheus_client import CollectorRegistry
 from structlog.typing import EventDict
 
 from farmdomain.jobs import FailureReason, JobState
-from farmdomain.metrics import FarmMetrics
+from farmdomain.metrics import OTHER_TENANTS, FarmMetrics, TenantLabels
 from farmdomain.settings import Settings
 from farmdomain.values import Failure, IncomingResult
-from farmweb.gauges import FarmState, FarmStateCollector
+from farmweb import gauges
+from farmweb.gauges import FarmState, FarmStateCollector, read_farm_state
 from jobstore import spend
 from jobstore.migrations import upgrade
 from jobstore.observer import MetricsObserver
 from jobstore.store import JobStore
 from producers import spend_cli
+from tests.jobstore.conftest import keep_images
 
 MODEL = {"model": "bfl:5@1"}
 REQUEST = {"positivePrompt": "a kiln at dusk", "width": 512, "height": 512}
@@ -54,6 +56,7 @@ def test_a_job_through_every_stage_is_counted_once_per_stage(
     assert store.claim(job.id, 0) is not None
     store.mark_submitted(job.id, {})
     store.record_result(result(job.task_uuid, "img-1", "0.0123"), "webhook")
+    keep_images(store, job.id)
     assert value(registry, "fluxfarm_jobs_submitted_total", **MODEL) == 1
     assert value(registry, "fluxfarm_job_queue_wait_seconds_count", **MODEL) == 1
     finished = {**MODEL, "status": "succeeded"}
@@ -62,6 +65,7 @@ def test_a_job_through_every_stage_is_counted_once_per_stage(
     assert value(registry, "fluxfarm_provider_generation_seconds_count", **MODEL) == 1
     assert value(registry, "fluxfarm_job_cost_usd_sum", **MODEL) == pytest.approx(0.0123)
     assert value(registry, "fluxfarm_results_recorded_total", source="webhook") == 1
+    assert value(registry, "fluxfarm_tenant_admissions_total", tenant="t") == 1
 
 
 def test_spend_counts_each_distinct_result_once_and_late_results_too(
@@ -151,3 +155,35 @@ def test_scrape_time_state_is_read_once_per_cache_period() -> None:
     assert reads == [0.0, 5.0]
     assert registry.get_sample_value("fluxfarm_oldest_queued_job_age_seconds") == 12.5
     assert registry.get_sample_value("fluxfarm_jobs_in_state", {"state": "queued"}) == 1
+
+
+def test_tenant_labels_stop_at_their_limit_and_count_the_rest_as_other() -> None:
+    labels = TenantLabels(most=2)
+    assert [labels(t) for t in ("a", "b", "c", "a", "d")] == [
+        "a",
+        "b",
+        OTHER_TENANTS,
+        "a",
+        "_other",
+    ]
+
+
+def test_the_waiting_gauge_shows_each_tenants_waiting_jobs_and_folds_past_the_limit(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for tenant, count in (("acme", 3), ("bravo", 1), ("charlie", 2)):
+        for _ in range(count):
+            store.create_job(REQUEST, tenant=tenant, deadline_s=600)
+    claimed = store.create_job(REQUEST, tenant="bravo", deadline_s=600)[0]
+    assert store.claim(claimed.id, 0) is not None
+    state = read_farm_state(store.engine, dict)
+    assert state.waiting == {"acme": 3, "bravo": 1, "charlie": 2}
+
+    monkeypatch.setattr(gauges, "TENANT_LABELS_MAX", 2)
+    shown = {
+        sample.labels["tenant"]: sample.value
+        for family in FarmStateCollector(Settings(), lambda: state).collect()
+        for sample in family.samples
+        if sample.name == "fluxfarm_tenant_jobs_waiting"
+    }
+    assert shown == {"acme": 3, "charlie": 2, OTHER_TENANTS: 1}

@@ -21,7 +21,7 @@ from jobstore.engine import make_engine
 from jobstore.migrations import upgrade
 from jobstore.schema import events, jobs, results
 from jobstore.store import JobStore
-from tests.jobstore.conftest import Clock
+from tests.jobstore.conftest import Clock, copies_of, keep_images, kept_image
 
 PARAMS: dict[str, Any] = {"positivePrompt": "a lighthouse in fog", "width": 256, "height": 256}
 T = TypeVar("T")
@@ -266,7 +266,7 @@ def test_duplicate_result_is_stored_once_and_charged_once(store: JobStore) -> No
     assert after.state is JobState.SUBMITTED
 
 
-def test_job_completes_when_number_results_distinct_images_are_in(
+def test_job_completes_once_its_number_results_distinct_images_are_in_and_stored(
     store: JobStore, clock: Clock
 ) -> None:
     job = submitted_job(store, number_results=3)
@@ -277,12 +277,17 @@ def test_job_completes_when_number_results_distinct_images_are_in(
     assert store.get(job.id).state is JobState.SUBMITTED
     clock.advance(5)
     assert store.record_result(image(job), "poll") is ResultOutcome.ACCEPTED
+    # every result is in, none is stored yet: the job waits for its copies
+    received = store.get(job.id, details=True)
+    assert (received.state, received.images_received) == (JobState.SUBMITTED, 3)
+    assert received.events[-1].kind == "acknowledged"
+    clock.advance(5)
+    assert keep_images(store, job.id) == 3
     after = store.get(job.id, details=True)
     assert after.state is JobState.SUCCEEDED
     assert after.finished_at == clock.now
-    assert after.images_received == 3
     assert after.events[-1].kind == "completed"
-    assert after.events[-1].detail == {"images": 3, "source": "poll"}
+    assert after.events[-1].detail == {"images": 3}
 
 
 def test_a_webhook_beating_the_submitted_write_completes_a_submitting_job(
@@ -291,6 +296,7 @@ def test_a_webhook_beating_the_submitted_write_completes_a_submitting_job(
     job = new_job(store)
     store.claim(job.id, 0)
     assert store.record_result(image(job), "webhook") is ResultOutcome.ACCEPTED
+    keep_images(store, job.id)
     after = store.get(job.id, details=True)
     assert after.state is JobState.SUCCEEDED
     assert (after.events[-1].from_state, after.events[-1].to_state) == ("submitting", "succeeded")
@@ -320,12 +326,16 @@ def test_late_result_on_a_terminal_job_is_stored_with_its_cost_and_changes_no_st
     assert stored.cost_usd == Decimal("0.03")
 
 
-def test_extra_image_on_a_succeeded_job_is_late_and_keeps_it_succeeded(store: JobStore) -> None:
+def test_an_image_past_number_results_is_refused_and_keeps_the_job_succeeded(
+    store: JobStore,
+) -> None:
     job = submitted_job(store, number_results=1)
     store.record_result(image(job), "webhook")
-    assert store.record_result(image(job), "poll") is ResultOutcome.LATE
+    keep_images(store, job.id)
+    assert store.record_result(image(job), "poll") is ResultOutcome.TOO_MANY_IMAGES
     after = store.get(job.id, details=True)
     assert after.state is JobState.SUCCEEDED
+    assert after.images_received == len(after.images) == 1
     assert [e.kind for e in after.events].count("completed") == 1
 
 
@@ -354,6 +364,8 @@ def test_concurrent_distinct_results_complete_the_job_exactly_once_with_the_exac
     job = submitted_job(store, number_results=count)
     outcomes = all_at_once(count, lambda i: store.record_result(image(job, cost="0.045"), "x"))
     assert outcomes == [ResultOutcome.ACCEPTED] * count
+    assert store.get(job.id).state is JobState.SUBMITTED
+    keep_images(store, job.id)
     after = store.get(job.id, details=True)
     assert after.state is JobState.SUCCEEDED
     assert after.images_received == count
@@ -364,13 +376,13 @@ def test_concurrent_distinct_results_complete_the_job_exactly_once_with_the_exac
 def test_more_concurrent_results_than_asked_for_complete_the_job_once(store: JobStore) -> None:
     job = submitted_job(store, number_results=2)
     outcomes = all_at_once(8, lambda i: store.record_result(image(job, cost="0.01"), "x"))
+    keep_images(store, job.id)
     after = store.get(job.id, details=True)
     assert after.state is JobState.SUCCEEDED
     assert [e.kind for e in after.events].count("completed") == 1
-    assert after.images_received == 8
-    assert after.cost_usd == Decimal("0.08")
-    assert sorted(map(str, outcomes)) == ["accepted"] * 2 + ["late"] * 6
-    assert sum(1 for i in after.images if i.late) == 6
+    assert after.images_received == len(after.images) == 2
+    assert after.cost_usd == Decimal("0.02")
+    assert sorted(map(str, outcomes)) == ["accepted"] * 2 + ["too_many_images"] * 6
 
 
 def test_concurrent_duplicates_of_one_result_are_stored_once(store: JobStore) -> None:
@@ -403,7 +415,7 @@ RACES = range(40)
 
 
 @pytest.mark.parametrize("race", RACES)
-def test_two_images_arriving_together_complete_a_two_image_job_once(
+def test_two_images_arriving_and_stored_together_complete_a_two_image_job_once(
     store: JobStore, race: int
 ) -> None:
     job = submitted_job(store, number_results=2)
@@ -412,12 +424,23 @@ def test_two_images_arriving_together_complete_a_two_image_job_once(
     outcomes = all_at_once(2, lambda _: store.record_result(image(job), "webhook"))
     assert outcomes == [ResultOutcome.ACCEPTED] * 2
     assert recorder.outcomes == [ResultOutcome.ACCEPTED] * 2
+    received = store.get(job.id)
+    assert (received.state, received.images_received) == (JobState.SUBMITTED, 2)
+    assert recorder.transitions == []
+    # the two copies record their images at once: exactly one of them completes the job
+    copies = copies_of(store)
+    orders = copies.orders([(job.task_uuid, i.image_uuid) for i in received.images])
+    recorded = all_at_once(
+        2, lambda i: copies.stored(orders[i], kept_image(job.id, orders[i].image_uuid))
+    )
+    assert recorded == [True, True]
     after = store.get(job.id, details=True)
     assert (after.state, after.images_received) == (JobState.SUCCEEDED, 2)
     assert after.cost_usd == Decimal("0.09")
     [completed] = [e for e in after.events if e.kind == "completed"]
     assert (completed.from_state, completed.to_state) == ("submitted", "succeeded")
-    assert completed.detail == {"images": 2, "source": "webhook"}
+    assert completed.detail == {"images": 2}
+    assert all(i.sha256 is not None for i in after.images)
     [transition] = recorder.transitions
     assert (transition.from_state, transition.to_state) == (JobState.SUBMITTED, JobState.SUCCEEDED)
     assert transition.job.images_received == 2
@@ -443,7 +466,7 @@ def test_two_copies_of_one_image_arriving_together_are_stored_and_counted_once(
 
 
 @pytest.mark.parametrize("race", RACES)
-def test_a_result_racing_a_failure_is_either_counted_first_or_late(
+def test_a_result_racing_a_failure_is_counted_either_way_and_late_if_second(
     store: JobStore, race: int
 ) -> None:
     job = submitted_job(store, number_results=1)
@@ -457,21 +480,14 @@ def test_a_result_racing_a_failure_is_either_counted_first_or_late(
     )
     after = store.get(job.id, details=True)
     [stored] = after.images
-    kinds = [e.kind for e in after.events]
-    # Runware bills the image either way
+    # Runware bills the image either way; a counted image is not stored yet, so the
+    # failure lands whichever came first
     assert (after.images_received, after.cost_usd) == (1, Decimal("0.045"))
-    if outcome is ResultOutcome.LATE:
-        assert failed
-        assert after.state is JobState.FAILED
-        assert stored.late
-        assert "completed" not in kinds
-    else:
-        assert outcome is ResultOutcome.ACCEPTED
-        assert not failed
-        assert after.state is JobState.SUCCEEDED
-        assert not stored.late
-        assert "failed" not in kinds
-        assert kinds.count("completed") == 1
+    assert failed
+    assert after.state is JobState.FAILED
+    assert outcome in (ResultOutcome.LATE, ResultOutcome.ACCEPTED)
+    assert stored.late is (outcome is ResultOutcome.LATE)
+    assert "completed" not in [e.kind for e in after.events]
 
 
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
@@ -493,17 +509,20 @@ def test_recording_results_is_one_autocommitted_statement_on_postgresql(
     event.listen(store.engine, "begin", began)
     assert store.record_result(image(job), "webhook") is ResultOutcome.ACCEPTED
     late = store.record_results([image(job), image(job)], "webhook")
-    assert [r.outcome for r in late] == [ResultOutcome.LATE] * 2
+    assert [r.outcome for r in late] == [ResultOutcome.TOO_MANY_IMAGES] * 2
     assert len(sent) == 2
     assert transactions == []
-    assert store.get(job.id).state is JobState.SUCCEEDED
+    assert store.get(job.id).images_received == 1
 
 
 def test_a_batch_of_results_is_recorded_as_each_would_be_alone(store: JobStore) -> None:
     two_images = submitted_job(store, number_results=2)
     one_image = submitted_job(store, number_results=1)
     finished = submitted_job(store, number_results=1)
-    assert store.record_result(image(finished), "webhook") is ResultOutcome.ACCEPTED
+    finished_image = str(uuid.uuid4())
+    assert store.record_result(image(finished, image_uuid=finished_image), "webhook") is (
+        ResultOutcome.ACCEPTED
+    )
     stray = IncomingResult(str(uuid.uuid4()), str(uuid.uuid4()), "u", None, 1, None, None)
     recorder = Recorder()
     store.observers.append(recorder)
@@ -517,6 +536,7 @@ def test_a_batch_of_results_is_recorded_as_each_would_be_alone(store: JobStore) 
         first,  # the same delivery twice in one batch
         stray,
         image(one_image),  # a second, distinct image for a one-image job
+        image(finished, image_uuid=finished_image),  # a finished job's known image
     ]
 
     recorded = store.record_results(batch, "webhook")
@@ -527,10 +547,11 @@ def test_a_batch_of_results_is_recorded_as_each_would_be_alone(store: JobStore) 
         ResultOutcome.ACCEPTED,
         ResultOutcome.UNKNOWN_TASK,
         ResultOutcome.ACCEPTED,
-        ResultOutcome.LATE,
+        ResultOutcome.TOO_MANY_IMAGES,
         ResultOutcome.DUPLICATE,
         ResultOutcome.UNKNOWN_TASK,
-        ResultOutcome.ACCEPTED,
+        ResultOutcome.TOO_MANY_IMAGES,
+        ResultOutcome.DUPLICATE,
     ]
     assert recorder.outcomes == outcomes
     # every result names its job, a duplicate's and a late one's too; unknown tasks have none
@@ -543,26 +564,29 @@ def test_a_batch_of_results_is_recorded_as_each_would_be_alone(store: JobStore) 
         one_image.id,
         None,
         one_image.id,
+        finished.id,
     ]
     both = store.get(two_images.id, details=True)
     assert (both.state, both.images_received, both.cost_usd) == (
-        JobState.SUCCEEDED,
+        JobState.SUBMITTED,
         2,
         Decimal("0.09"),
     )
-    [completed] = [e for e in both.events if e.kind == "completed"]
-    assert completed.detail == {"images": 2, "source": "webhook"}
     single = store.get(one_image.id, details=True)
     assert (single.state, single.images_received, single.cost_usd) == (
-        JobState.SUCCEEDED,
-        2,
-        Decimal("0.09"),
+        JobState.SUBMITTED,
+        1,
+        Decimal("0.045"),
     )
-    assert [e.kind for e in single.events].count("completed") == 1
-    late = store.get(finished.id)
-    assert (late.images_received, late.cost_usd) == (2, Decimal("0.09"))
-    assert [late.images[1].late, late.images[0].late] == [True, False]
-    assert sorted(t.job.id for t in recorder.transitions) == sorted([two_images.id, one_image.id])
+    done = store.get(finished.id)
+    assert (done.images_received, done.cost_usd, len(done.images)) == (1, Decimal("0.045"), 1)
+    # recording completes nothing: the copies do
+    assert recorder.transitions == []
+    for job in (two_images, one_image, finished):
+        keep_images(store, job.id)
+    assert sorted(t.job.id for t in recorder.transitions) == sorted(
+        [two_images.id, one_image.id, finished.id]
+    )
     assert all(t.to_state is JobState.SUCCEEDED for t in recorder.transitions)
 
 
@@ -579,9 +603,8 @@ def test_concurrent_batches_sharing_jobs_each_count_every_image_once(
     assert len(accepted) == len(deliveries)
     for job in jobs_:
         after = store.get(job.id, details=True)
-        assert (after.state, after.images_received) == (JobState.SUCCEEDED, 2)
+        assert (after.state, after.images_received) == (JobState.SUBMITTED, 2)
         assert after.cost_usd == Decimal("0.09")
-        assert [e.kind for e in after.events].count("completed") == 1
 
 
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
@@ -605,7 +628,9 @@ def test_claims_and_transitions_find_their_jobs_by_id_however_many_share_the_sta
 
     assert sent
     with store.engine.connect() as conn:
-        for statement, parameters in sent:
+        # the admission count's statements find their one row by its key
+        of_jobs = [(s, p) for s, p in sent if "runware_capacity" not in s]
+        for statement, parameters in of_jobs:
             plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + statement, parameters).scalars())
             assert "ix_jobs_state_updated_at" not in plan, plan
             assert "jobs_pkey" in plan, plan
@@ -686,6 +711,7 @@ def test_a_terminal_job_never_changes_again(store: JobStore, clock: Clock, end: 
     job = submitted_job(store)
     if end == "succeeded":
         store.record_result(image(job), "webhook")
+        keep_images(store, job.id)
     elif end == "failed":
         store.fail(job.id, Failure("provider", "first"))
     else:
@@ -770,6 +796,7 @@ def test_get_with_details_returns_images_and_events_in_order(store: JobStore, cl
         lambda: store.mark_submitted(job.id, {"attempt": 1}),
         lambda: store.record_result(image(job, "img-1"), "webhook"),
         lambda: store.record_result(image(job, "img-2"), "poll"),
+        lambda: keep_images(store, job.id),
     ):
         clock.advance(1)
         step()

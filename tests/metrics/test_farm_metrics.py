@@ -1,7 +1,7 @@
 """A real farm (two prefork workers, two web processes) scraped by a real Prometheus server.
 
-The broker is the embedded SQLite one: it keeps every message it carried, for the secrets
-check, and it is private to the test, unlike a shared Redis or RabbitMQ queue.
+The brokers are embedded SQLite ones: they keep every message they carried, for the secrets
+check, and they are private to the test, unlike a shared Redis or RabbitMQ queue.
 """
 
 from __future__ import annotations
@@ -66,35 +66,39 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FarmRun]:
                 runware_api_key=API_KEY,
                 public_base_url=f"http://127.0.0.1:{port}",
                 webhook_secret=SECRET,
+                broker_url=f"fluxfarm-sqlite+sqlite:///{(tmp / f'broker-{n}.sqlite').resolve()}",
             )
-            for port in ports
+            for n, port in enumerate(ports)
         ]
         web_urls = []
         for name, port, each in zip(("web-a", "web-b"), ports, settings, strict=True):
             farm.settings = each
             web_urls.append(farm.start_web(port, name=name))
-        # each worker's webhooks go to its own web process; both workers are up before any
-        # job is queued, so both take some and both web processes receive results
+        # two pipelines on one store: each worker, with the web process its webhooks go to,
+        # has an embedded broker of its own, and each half of the jobs is queued on one, so
+        # both web processes receive webhooks however the workers' polls fall
         workers = []
         for name, each in zip(("worker-a", "worker-b"), settings, strict=True):
             farm.settings = each
             workers.append(farm.start_worker(name, concurrency=2))
-        with FluxfarmClient(settings[0]) as client:
-            job_ids = [
-                client.submit({"positivePrompt": f"a lighthouse, study {i}", "width": 512,
-                               "height": 512})
-                for i in range(JOBS)
-            ]  # fmt: skip
-            metrics_urls = [f"{url}/metrics" for url in web_urls]
-            metrics_urls += [str(w.metrics_url) for w in workers]
-            prometheus = stack.enter_context(
-                running_prometheus(
-                    tmp / "prometheus",
-                    {"fluxfarm-web": metrics_urls[:2], "fluxfarm-worker": metrics_urls[2:]},
-                )
+        metrics_urls = [f"{url}/metrics" for url in web_urls]
+        metrics_urls += [str(w.metrics_url) for w in workers]
+        prometheus = stack.enter_context(
+            running_prometheus(
+                tmp / "prometheus",
+                {"fluxfarm-web": metrics_urls[:2], "fluxfarm-worker": metrics_urls[2:]},
             )
-            jobs = client.wait_all(job_ids, timeout=120)
-        broker_messages = _broker_messages(settings[0])
+        )
+        jobs = []
+        for half, each in enumerate(settings):
+            with FluxfarmClient(each) as client:
+                job_ids = [
+                    client.submit({"positivePrompt": f"a lighthouse, study {half}-{i}",
+                                   "width": 512, "height": 512})
+                    for i in range(JOBS // 2)
+                ]  # fmt: skip
+                jobs += client.wait_all(job_ids, timeout=120)
+        broker_messages = [m for each in settings for m in _broker_messages(each)]
         charged = httpx.get(f"{simulator}/_sim/stats", timeout=5).json()["charged_usd_exact"]
         yield FarmRun(
             farm, jobs, broker_messages, web_urls, metrics_urls, prometheus, Decimal(charged)

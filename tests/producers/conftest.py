@@ -14,10 +14,13 @@ from farmdomain.settings import Settings
 from jobstore.migrations import upgrade
 from producers.client import FluxfarmClient
 
+# the one host the producer tests' jobs may call back
+CALLBACK_HOST = "hooks.example.com"
+
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    built = Settings(data_dir=tmp_path / "data")
+    built = Settings(data_dir=tmp_path / "data", callback_allowed_hosts=CALLBACK_HOST)
     upgrade(built.resolved_database_url())
     return built
 
@@ -34,14 +37,16 @@ def client(settings: Settings) -> Iterator[FluxfarmClient]:
 
 
 class BrokerQueue:
-    """The submit queue as the broker holds it, read with a plain kombu connection."""
+    """A queue (the submit queue unless told) as the broker holds it, read with a plain
+    kombu connection."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, queue: str = SUBMIT_QUEUE) -> None:
         self.url = url
+        self.queue = queue
 
     def size(self) -> int:
         with Connection(self.url) as conn:
-            queue = conn.SimpleQueue(SUBMIT_QUEUE)
+            queue = conn.SimpleQueue(self.queue)
             try:
                 return int(queue.qsize())
             finally:
@@ -51,7 +56,7 @@ class BrokerQueue:
         """Take every message off the queue: (task name, positional args) each."""
         taken = []
         with Connection(self.url) as conn:
-            queue = conn.SimpleQueue(SUBMIT_QUEUE)
+            queue = conn.SimpleQueue(self.queue)
             try:
                 while queue.qsize():
                     message = queue.get(timeout=1)

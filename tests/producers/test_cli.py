@@ -18,6 +18,8 @@ from farmdomain.settings import Settings, get_settings
 from farmdomain.values import Failure, IncomingResult
 from jobstore.store import JobStore
 from producers import cli
+from tests.jobstore.conftest import keep_images
+from tests.producers.conftest import CALLBACK_HOST
 
 Run = Any
 
@@ -160,6 +162,7 @@ def test_status_prints_a_summary_with_images_cost_and_events(run: Run, store: Jo
                        Decimal("0.04"), False),
         source="webhook",
     )  # fmt: skip
+    keep_images(store, job.id)
 
     code, out, _err = run("status", job.id)
 
@@ -254,3 +257,32 @@ def test_add_commands_registers_the_commands_on_another_parser() -> None:
                  ["migrate"]):  # fmt: skip
         assert callable(parser.parse_args(argv).handler)
     assert parser.parse_args(["wait", "j"]).timeout == cli.DEFAULT_WAIT_S
+
+
+def test_submit_with_a_callback_url_keeps_it_and_refuses_one_off_the_allowed_hosts(
+    run: Run, store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLUXFARM_CALLBACK_ALLOWED_HOSTS", CALLBACK_HOST)
+    url = f"https://{CALLBACK_HOST}/done"
+    flags = ("submit", "--prompt", "a red fox", "--width", "512", "--height", "512")
+
+    code, out, _err = run(*flags, "--callback-url", url)
+    assert code == 0
+    assert store.get(out.strip()).callback_url == url
+
+    code, out, err = run(*flags, "--callback-url", "https://evil.example.com/done")
+    assert (code, out) == (2, "")
+    assert err.startswith("callbackUrl: allowed_host: ")
+    assert store.count_by_state() == {"queued": 1}
+
+
+def test_submit_takes_a_priority_and_status_shows_it(run: Run, store: JobStore) -> None:
+    code, out, _err = run("submit", "--prompt", "a fox", "--priority", "5")
+    assert code == 0
+    assert store.get(out.strip()).priority == 5
+    code, out, _err = run("status", out.strip())
+    assert "priority  5" in out
+
+    code, _out, err = run("submit", "--prompt", "a fox", "--priority", "11")
+    assert code == 2
+    assert "priority: range: must be -10 to 10" in err

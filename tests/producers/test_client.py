@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -13,10 +14,12 @@ from structlog.typing import EventDict
 from farmdomain.broker import SUBMIT_MANY_TASK, SUBMIT_TASK
 from farmdomain.errors import IdempotencyConflict, JobNotFound, RequestInvalid, WaitTimedOut
 from farmdomain.jobs import JobState
+from farmdomain.listing import JobQuery
 from farmdomain.request_schema import parse_request
 from farmdomain.settings import Settings
 from farmdomain.values import Failure
 from producers.client import FluxfarmClient
+from tests.producers.conftest import CALLBACK_HOST
 
 
 def test_submit_commits_a_queued_row_and_publishes_one_message(
@@ -290,3 +293,55 @@ def test_a_conflicting_key_among_submissions_made_together_fails_only_its_caller
 
     assert len(set(created)) == 4
     assert sorted(broker.job_ids()) == sorted(created)
+
+
+def test_a_callback_url_is_kept_on_the_job_and_one_off_the_allowed_hosts_is_refused(
+    client: FluxfarmClient, broker: Any, valid_request: dict[str, Any]
+) -> None:
+    url = f"https://{CALLBACK_HOST}/done"
+    job_id = client.submit(valid_request, callback_url=url)
+    [first, second] = client.submit_many([valid_request] * 2, callback_url=url)
+    assert [client.get(j).callback_url for j in (job_id, first, second)] == [url] * 3
+    assert broker.size() == 2
+
+    for refused in ("https://evil.example.com/done", "http://10.1.2.3/done", "file:///etc/passwd"):
+        with pytest.raises(RequestInvalid) as alone:
+            client.submit(valid_request, callback_url=refused)
+        with pytest.raises(RequestInvalid) as together:
+            client.submit_many([valid_request], callback_url=refused)
+        for raised in (alone, together):
+            assert [issue.field for issue in raised.value.issues] == ["callbackUrl"]
+    assert client.store.count_by_state() == {"queued": 3}
+    assert broker.size() == 2
+
+
+def test_listing_refuses_a_query_it_cannot_run_naming_the_field(
+    client: FluxfarmClient, valid_request: dict[str, Any]
+) -> None:
+    job_id = client.submit(valid_request)
+    assert [job.id for job in client.list_jobs(JobQuery()).jobs] == [job_id]
+
+    naive = datetime(2030, 1, 1)
+    east = timezone(timedelta(hours=2))
+    for query, issue in (
+        (JobQuery(limit=0), ("limit", "range")),
+        (JobQuery(limit=501), ("limit", "range")),
+        (JobQuery(created_after=naive), ("createdAfter", "timezone")),
+        (JobQuery(created_before=datetime(1, 1, 1, 1, tzinfo=east)), ("createdBefore", "range")),
+    ):
+        with pytest.raises(RequestInvalid) as raised:
+            client.list_jobs(query)
+        assert [(i.field, i.rule) for i in raised.value.issues] == [issue]
+
+
+def test_an_idempotency_key_stands_for_the_callback_url_and_priority_too(
+    client: FluxfarmClient, valid_request: dict[str, Any]
+) -> None:
+    url = f"https://{CALLBACK_HOST}/done"
+    job_id = client.submit(valid_request, "order-7", callback_url=url, priority=3)
+
+    assert client.submit(valid_request, "order-7", callback_url=url, priority=3) == job_id
+    for other, priority in ((f"https://{CALLBACK_HOST}/elsewhere", 3), (None, 3), (url, 0)):
+        with pytest.raises(IdempotencyConflict):
+            client.submit(valid_request, "order-7", callback_url=other, priority=priority)
+    assert client.store.count_by_state() == {"queued": 1}

@@ -9,6 +9,7 @@ import pytest
 from farmdomain.errors import NotRetryable
 from farmdomain.jobs import JobState
 from farmdomain.values import Failure
+from jobstore.creation import NewJob
 from producers.cli import main
 from producers.client import FluxfarmClient
 from tests.producers.conftest import BrokerQueue
@@ -81,3 +82,18 @@ def test_cli_retry_prints_the_new_job(
     assert code == 0
     assert f"retrying {failed_id} as " in err
     assert f'"retryOf": "{failed_id}"' in out
+
+
+def test_a_retry_calls_back_where_the_failed_job_would_have(
+    client: FluxfarmClient, valid_request: dict[str, Any], broker: BrokerQueue
+) -> None:
+    hook = "https://hooks.example.com/fluxfarm"
+    [(failed, _)] = client.store.create_jobs(
+        [NewJob(valid_request, callback_url=hook)], tenant=client.tenant, deadline_s=60
+    )
+    client.store.fail(failed.id, Failure(reason="server", message="gave up"))
+
+    retried = client.retry(failed.id)
+
+    assert retried.callback_url == hook
+    assert client.get(retried.id).callback_url == hook

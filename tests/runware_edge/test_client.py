@@ -104,6 +104,12 @@ def test_url_output_is_kept_for_the_farms_ttl_unless_the_caller_chose_one() -> N
     assert "ttl" not in inference_task(TASK, PARAMS, HOOK)
 
 
+def test_an_upload_url_is_sent_as_the_tasks_upload_endpoint() -> None:
+    put = "https://bucket.example/images/j/upload.jpg?X-Amz-Signature=s"
+    assert inference_task(TASK, PARAMS, HOOK, upload_url=put)["uploadEndpoint"] == put
+    assert "uploadEndpoint" not in inference_task(TASK, PARAMS, HOOK)
+
+
 def test_platform_fields_win_over_anything_in_the_params() -> None:
     task = inference_task(TASK, {**PARAMS, "model": "other", "deliveryMethod": "sync"}, HOOK)
     assert (task["model"], task["deliveryMethod"], task["includeCost"]) == (

@@ -45,12 +45,14 @@ def test_a_missing_or_bad_token_is_a_401_in_the_error_shape(farm: Farm, header: 
     assert rejected("unauthenticated") == counted + 1
 
 
-def test_a_revoked_token_is_refused(farm: Farm) -> None:
-    record, token = farm.tokens.create("acme", "acme")
-    headers = {"Authorization": f"Bearer {token}"}
-    assert farm.http.post("/v1/jobs", json=VALID, headers=headers).status_code == 201
-    assert farm.tokens.revoke(record.id)
-    assert farm.http.post("/v1/jobs", json=VALID, headers=headers).status_code == 401
+def test_a_revoked_token_is_refused_once_web_asks_the_store_again(tmp_path: Path) -> None:
+    # FLUXFARM_API_TOKEN_CACHE_S bounds how long that takes; 0 makes every request ask
+    for farm in make_farm(tmp_path, api_token_cache_s=0):
+        record, token = farm.tokens.create("acme", "acme")
+        headers = {"Authorization": f"Bearer {token}"}
+        assert farm.http.post("/v1/jobs", json=VALID, headers=headers).status_code == 201
+        assert farm.tokens.revoke(record.id)
+        assert farm.http.post("/v1/jobs", json=VALID, headers=headers).status_code == 401
 
 
 def test_a_read_only_token_reads_but_may_not_write(farm: Farm) -> None:

@@ -38,8 +38,10 @@ def test_every_operation_conforms_to_the_schema(served: Farm, authorized: bool) 
     assert {(op.method.upper(), op.path) for op in found} == {
         ("POST", "/v1/jobs"),
         ("POST", "/v1/jobs/batch"),
+        ("GET", "/v1/jobs"),
         ("GET", "/v1/jobs/{job_id}"),
         ("POST", "/v1/jobs/{job_id}/cancel"),
+        ("GET", "/v1/jobs/{job_id}/callbacks"),
         ("GET", "/v1/spend"),
     }
     for operation in found:

@@ -68,9 +68,15 @@ ROUTES: dict[str, Call] = {
     "submitJobs": lambda farm, headers, _job: farm.http.post(
         "/v1/jobs/batch", json={"requests": [PARAMS]}, headers=headers
     ),
+    "listJobs": lambda farm, headers, _job: farm.http.get(
+        "/v1/jobs", params={"state": "queued", "limit": 10}, headers=headers
+    ),
     "getJob": lambda farm, headers, job: farm.http.get(f"/v1/jobs/{job.id}", headers=headers),
     "cancelJob": lambda farm, headers, job: farm.http.post(
         f"/v1/jobs/{job.id}/cancel", headers=headers
+    ),
+    "getJobCallbacks": lambda farm, headers, job: farm.http.get(
+        f"/v1/jobs/{job.id}/callbacks", headers=headers
     ),
     "getSpend": lambda farm, headers, _job: farm.http.get("/v1/spend", headers=headers),
     "receiveRunwareResult": lambda farm, _headers, job: farm.http.post(

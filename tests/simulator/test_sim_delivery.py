@@ -251,3 +251,23 @@ def test_upload_is_retried(client: httpx.Client, sim: SimulatorHandle, receiver:
     client.post(sim.api_url, json=[image_task(uploadEndpoint=f"{receiver.url}/up")])
     first, second = receiver.wait_for(2)
     assert first.body == second.body
+
+
+def test_several_images_to_one_upload_endpoint_each_or_only_the_first(
+    client: httpx.Client, sim: SimulatorHandle, receiver: Receiver
+) -> None:
+    # undocumented: every image overwriting the last by default, only the first as set
+    task = image_task(numberResults=3, uploadEndpoint=f"{receiver.url}/up")
+    client.post(sim.api_url, json=[task])
+    assert len(receiver.wait_for(3)) == 3
+
+    sim.set_shapes(several_uploads="first")
+    try:
+        before = sim.stats()
+        task = image_task(numberResults=3, uploadEndpoint=f"{receiver.url}/up")
+        answer = client.post(sim.api_url, json=[task]).json()
+        assert len(answer["data"]) == 3
+        wait_until(lambda: sim.stats()["uploads_delivered"] == before["uploads_delivered"] + 1)
+        assert sim.stats()["upload_attempts"] == before["upload_attempts"] + 1
+    finally:
+        sim.reset_shapes()

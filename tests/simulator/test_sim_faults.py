@@ -99,6 +99,18 @@ def test_accepted_submit_that_hangs_still_delivers_its_webhook(
     assert fresh.stats()["images_generated"] == 1
 
 
+def test_an_answer_held_past_the_client_timeout_still_bills_the_task_once(
+    fresh: SimulatorHandle,
+) -> None:
+    fresh.set_faults(answer_delay_s=1.0)
+    task = image_task()
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(fresh.api_url, json=[task], headers=HEADERS, timeout=0.3)
+    retry = httpx.post(fresh.api_url, json=[task], headers=HEADERS)
+    assert retry.json()["errors"][0]["code"] == "conflictTaskUUID"
+    assert fresh.stats()["tasks_accepted"] == 1
+
+
 def test_sync_task_whose_images_all_time_out_is_an_error(fresh: SimulatorHandle) -> None:
     fresh.set_faults(timeout_provider_share=1.0)
     task = image_task(numberResults=2)

@@ -9,9 +9,11 @@ import hashlib
 import io
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from PIL import Image
 from sqlalchemy import select
@@ -20,11 +22,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from farmdomain.jobs import Job, JobState
 from farmdomain.metrics import _local_registry
 from farmdomain.settings import Settings
 from farmdomain.values import IncomingResult
+from farmdomain.views import JobView
 from fluxfarm.processes import free_port
 from imagestore import ResultsStore, open_results_store
+from jobstore.callback_events import CallbackOutbox
+from jobstore.creation import NewJob
 from jobstore.migrations import upgrade
 from jobstore.schema import results
 from jobstore.store import JobStore
@@ -80,21 +86,6 @@ def settings(tmp_path: Path, image_host: str) -> Settings:
     )
     upgrade(found.resolved_database_url())
     return found
-
-
-@pytest.fixture(params=["directory", "s3"])
-def results_store(request: pytest.FixtureRequest, settings: Settings) -> ResultsStore:
-    if request.param == "s3":
-        moto: MotoS3 = request.getfixturevalue("moto_s3")
-        return open_results_store(moto.settings(settings, prefix=f"c-{uuid.uuid4().hex[:8]}"))
-    return open_results_store(settings)
-
-
-@pytest.fixture
-def store(settings: Settings) -> Iterator[JobStore]:
-    found = JobStore.from_settings(settings)
-    yield found
-    found.engine.dispose()
 
 
 def _recorded(store: JobStore, url: str | None = None, data: str | None = None) -> tuple[str, str]:
@@ -266,4 +257,94 @@ def test_results_not_stored_are_found_for_the_reaper_until_kept(
     assert copier.copies.not_stored(later) == [key]
     copier.copy_all([key])
     assert copier.copies.not_stored(later) == []
+    copier.close()
+
+
+def _submitted(store: JobStore, urls: list[str], callback_url: str | None = None) -> Job:
+    """A submitted job of len(urls) images, each recorded with its URL."""
+    params: dict[str, Any] = {
+        "positivePrompt": "a copper kettle",
+        "width": WIDTH,
+        "height": HEIGHT,
+        "outputFormat": "PNG",
+        "numberResults": len(urls),
+    }
+    [(job, _)] = store.create_jobs(
+        [NewJob(params, callback_url=callback_url)], tenant="acme", deadline_s=600
+    )
+    assert store.claim(job.id, 0) is not None
+    assert store.mark_submitted(job.id, {})
+    store.record_results(
+        [
+            IncomingResult(job.task_uuid, f"img-{n}", url, None, 7, Decimal("0.02"), False)
+            for n, url in enumerate(urls)
+        ],
+        "webhook",
+    )
+    return store.get(job.id)
+
+
+def _keys(job: Job) -> list[tuple[str, str]]:
+    return [(job.task_uuid, f"img-{n}") for n in range(job.number_results)]
+
+
+def test_a_job_succeeds_when_its_last_image_is_stored_and_its_callback_carries_every_copy(
+    store: JobStore, settings: Settings, results_store: ResultsStore, image_host: str
+) -> None:
+    copier = Copier(settings, store.engine, results_store, observers=store.observers)
+    job = _submitted(store, [f"{image_host}/img/good"] * 2, "https://hooks.example.com/done")
+    first, last = _keys(job)
+
+    copier.copy_all([first])
+    waiting = store.get(job.id)
+    # every result is in and one image is kept: the job is still submitted, its view says so
+    assert (waiting.state, waiting.images_received) == (JobState.SUBMITTED, 2)
+    assert [i["stored"] for i in JobView.from_job(waiting).model_dump()["images"]] == [True, False]
+    assert CallbackOutbox(store.engine).get(job.id) is None
+    copier.copy_all([last])
+
+    done = store.get(job.id, details=True)
+    assert done.state is JobState.SUCCEEDED
+    assert (done.events[-1].kind, done.events[-1].detail) == ("completed", {"images": 2})
+    # the callback event was written with the transition; its body, built from the job
+    # as stored, carries each image's durable URL, sha256 and size
+    event = CallbackOutbox(store.engine).get(job.id)
+    assert event is not None
+    assert event.type == "job.succeeded"
+    view = JobView.from_job(done, lambda key: results_store.url(key, 60))
+    digest = hashlib.sha256(IMAGES["good"][0]).hexdigest()
+    for image in view.model_dump(mode="json")["images"]:
+        assert (image["stored"], image["sha256"], image["bytes"]) == (
+            True,
+            digest,
+            len(IMAGES["good"][0]),
+        )
+        assert image["url"] is not None
+        if results_store.kind == "s3":  # presigned; the directory's are served by `web`
+            assert httpx.get(image["url"], timeout=10).content == IMAGES["good"][0]
+    copier.close()
+
+
+def test_a_refused_image_fails_its_job_as_storage_once_every_image_is_settled(
+    store: JobStore, settings: Settings, results_store: ResultsStore, image_host: str
+) -> None:
+    copier = Copier(settings, store.engine, results_store, observers=store.observers)
+    urls = [f"{image_host}/img/good", f"{image_host}/img/wrong-size", f"{image_host}/img/good"]
+    job = _submitted(store, urls)
+    good, refused, other = _keys(job)
+
+    copier.copy_all([good, refused])
+    # one image is still to be copied: the refusal alone does not end the job yet
+    assert store.get(job.id).state is JobState.SUBMITTED
+    copier.copy_all([other])
+
+    failed = store.get(job.id, details=True)
+    assert (failed.state, failed.failure_reason) == (JobState.FAILED, "storage")
+    assert failed.failure_message == "1 of 3 images not stored: img-1: size"
+    assert failed.events[-1].detail["reason"] == "storage"
+    # Runware billed all three; the two stored stay kept and served
+    assert failed.cost_usd == Decimal("0.06")
+    kept = [image for image in failed.images if image.storage_key is not None]
+    assert [image.image_uuid for image in kept] == ["img-0", "img-2"]
+    assert all(results_store.get(image.storage_key or "") == IMAGES["good"][0] for image in kept)
     copier.close()

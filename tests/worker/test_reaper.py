@@ -20,12 +20,13 @@ from farmdomain.settings import Settings
 from farmdomain.values import IncomingResult
 from jobstore.engine import make_engine
 from jobstore.migrations import upgrade
+from jobstore.retention import Retention
 from jobstore.store import JobStore
 from runware_edge.client import inference_task
 from runware_edge.tokens import webhook_url
 from simulator.settings import SimulatorSettings
 from simulator.testing import SimulatorHandle, running_simulator
-from tests.jobstore.conftest import Clock
+from tests.jobstore.conftest import Clock, copies_of, keep_images, kept_image
 from worker.app import create_app
 from worker.context import WorkerContext
 from worker.reaper import reap_once
@@ -169,16 +170,20 @@ def test_a_submitted_job_whose_webhooks_were_lost_is_completed_by_polling(
     report = reap(context, clock)
     assert report.polled == [job.id]
     after = context.store.get(job.id, details=True)
-    assert after.state is JobState.SUCCEEDED
+    # every result is in: the job waits for its copies, and Runware is not asked again
+    assert after.state is JobState.SUBMITTED
     assert [i.source for i in after.images] == ["poll", "poll"]
     assert after.cost_usd == Decimal("0.06")  # 2 images at the 1-megapixel price
     assert after.cost_usd == sum(i.cost_usd or 0 for i in after.images)
-    assert after.events[-1].detail == {"images": 2, "source": "poll"}
-    # polling again later records nothing twice
     clock.advance(context.settings.submitted_poll_after_s + 1)
     assert reap(context, clock).polled == []
+    assert context.store.get(job.id, details=True).events[-1].kind == "awaiting_copies"
     assert context.store.get(job.id).cost_usd == Decimal("0.06")
     assert broker.drain() == []
+    keep_images(context.store, job.id, clock)
+    done = context.store.get(job.id, details=True)
+    assert done.state is JobState.SUCCEEDED
+    assert done.events[-1].detail == {"images": 2}
 
 
 def test_a_submitted_job_runware_does_not_know_fails_as_lost(
@@ -242,3 +247,57 @@ def test_an_overdue_submitted_job_still_processing_is_polled_then_timed_out(
     after = context.store.get(job.id)
     assert (after.state, after.failure_reason) == (JobState.FAILED, "timeout")
     assert after.images == []
+
+
+def test_a_job_still_waiting_on_copies_at_its_deadline_fails_naming_each_image_not_stored(
+    context: WorkerContext, clock: Clock, broker: Broker
+) -> None:
+    job = new_job(context, number_results=3, deadline_s=60)
+    context.store.claim(job.id, 0)
+    context.store.mark_submitted(job.id, {})
+    images = [
+        IncomingResult(job.task_uuid, f"img-{n}", "u", None, 1, Decimal("0.03"), None)
+        for n in range(3)
+    ]
+    context.store.record_results(images, "webhook")
+    copies = copies_of(context.store, clock)
+    orders = copies.orders([(job.task_uuid, f"img-{n}") for n in range(3)])
+    stored, failing, _untried = sorted(orders, key=lambda order: order.image_uuid)
+    assert copies.stored(stored, kept_image(job.id, stored.image_uuid))
+    copies.failed(failing, "storage", "the results store is down", give_up=False)
+    clock.advance(61)
+
+    report = reap(context, clock)
+
+    assert report.timed_out == [job.id]
+    after = context.store.get(job.id)
+    assert (after.state, after.failure_reason) == (JobState.FAILED, "storage")
+    assert after.failure_message == (
+        "deadline passed with 2 of 3 images not stored:"
+        " img-1: storage, still retrying; img-2: not tried yet, still retrying"
+    )
+    # Runware billed all three; the one stored stays served
+    assert after.cost_usd == Decimal("0.09")
+    assert [i.sha256 is not None for i in after.images] == [True, False, False]
+    assert broker.drain() == []
+
+
+def test_a_pass_deletes_images_past_their_tenants_retention(
+    context: WorkerContext, clock: Clock, broker: Broker
+) -> None:
+    job = new_job(context)
+    context.store.claim(job.id, 0)
+    image = IncomingResult(job.task_uuid, "img-0", "u", None, 1, Decimal("0.03"), None)
+    context.store.record_result(image, "webhook")
+    kept = kept_image(job.id, "img-0")
+    context.copier.results.put(kept.key, b"bytes", kept.content_type, kept.sha256)
+    keep_images(context.store, job.id, clock)
+    Retention(context.store.engine).set_days("acme", 1)
+
+    clock.advance(3600)
+    assert reap(context, clock).expired == 0
+    clock.advance(24 * 3600)
+    assert reap(context, clock).expired == 1
+
+    assert context.copier.results.head(kept.key) is None
+    assert context.store.get(job.id).images[0].deleted_at == clock.now

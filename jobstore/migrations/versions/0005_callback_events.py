@@ -11,6 +11,11 @@ import sqlalchemy as sa
 from alembic import op
 
 import jobstore.schema
+from jobstore.migrations.triggers import (
+    create_state_trigger,
+    drop_state_trigger,
+    terminal_transition,
+)
 
 revision = "0005_callback_events"
 down_revision = "0004_result_copies"
@@ -20,33 +25,12 @@ depends_on = None
 # The outbox row is written by the database itself, inside whatever statement makes a job
 # with a callbackUrl terminal (a transition, a completing result, a cancel): the event
 # commits or rolls back with the transition, whichever code path made it.
-_TERMINAL = "('succeeded', 'failed', 'canceled')"
-_WHEN = (
-    f"NEW.callback_url IS NOT NULL AND NEW.state IN {_TERMINAL} AND OLD.state NOT IN {_TERMINAL}"
-)
+_WHEN = terminal_transition("NEW.callback_url IS NOT NULL")
 _INSERT = """INSERT INTO callback_events
   (job_id, tenant, url, type, status, tries, created_at, next_attempt_at)
   VALUES (NEW.id, NEW.tenant, NEW.callback_url, 'job.' || NEW.state, 'pending', 0,
     NEW.updated_at, NEW.updated_at)"""
-_CREATE = {
-    "postgresql": [
-        f"""CREATE FUNCTION callback_event_of_terminal_job() RETURNS trigger
-  LANGUAGE plpgsql AS $$ BEGIN {_INSERT}; RETURN NULL; END $$""",
-        f"""CREATE TRIGGER jobs_callback_event AFTER UPDATE OF state ON jobs
-  FOR EACH ROW WHEN ({_WHEN}) EXECUTE FUNCTION callback_event_of_terminal_job()""",
-    ],
-    "sqlite": [
-        f"""CREATE TRIGGER jobs_callback_event AFTER UPDATE OF state ON jobs
-  FOR EACH ROW WHEN {_WHEN} BEGIN {_INSERT}; END""",
-    ],
-}
-_DROP = {
-    "postgresql": [
-        "DROP TRIGGER jobs_callback_event ON jobs",
-        "DROP FUNCTION callback_event_of_terminal_job()",
-    ],
-    "sqlite": ["DROP TRIGGER jobs_callback_event"],
-}
+_TRIGGER = ("jobs_callback_event", "callback_event_of_terminal_job")
 
 
 def upgrade() -> None:
@@ -107,13 +91,11 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("callback_attempts", schema=None) as batch_op:
         batch_op.create_index("ix_callback_attempts_job_id", ["job_id"], unique=False)
-    for statement in _CREATE[op.get_bind().dialect.name]:
-        op.execute(statement)
+    create_state_trigger(*_TRIGGER, _WHEN, _INSERT)
 
 
 def downgrade() -> None:
-    for statement in _DROP[op.get_bind().dialect.name]:
-        op.execute(statement)
+    drop_state_trigger(*_TRIGGER)
     op.drop_table("callback_attempts")
     op.drop_table("callback_events")
     op.drop_table("callback_secrets")

@@ -10,6 +10,7 @@ with Client("https://farm.example", token="...") as farm:
 from fluxfarm_client._async import AsyncClient
 from fluxfarm_client._errors import (
     ApiError,
+    BudgetExceeded,
     CallbackVerificationError,
     ChecksumMismatch,
     Conflict,
@@ -46,6 +47,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "ApiError",
     "AsyncClient",
+    "BudgetExceeded",
     "Callback",
     "CallbackAttempt",
     "CallbackEvent",

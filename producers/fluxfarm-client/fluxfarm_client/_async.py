@@ -82,10 +82,14 @@ class AsyncClient:
         idempotency_key: str | None = None,
         deadline_s: float | None = None,
         callback_url: str | None = None,
+        priority: int | None = None,
     ) -> Job:
         """Queue one FLUX.2 [pro] request; the job as queued (or as it stands, when the
-        idempotency key named it before). Without a key, one is made for this call."""
-        return await self._run(ops.submit(request, idempotency_key, deadline_s, callback_url))
+        idempotency key named it before). Without a key, one is made for this call.
+        Inside the tenant a higher `priority` is admitted first (the farm's default: 0)."""
+        return await self._run(
+            ops.submit(request, idempotency_key, deadline_s, callback_url, priority)
+        )
 
     async def submit_many(
         self,
@@ -94,9 +98,12 @@ class AsyncClient:
         idempotency_key: str | None = None,
         deadline_s: float | None = None,
         callback_url: str | None = None,
+        priority: int | None = None,
     ) -> builtins.list[Job]:
         """Queue several requests together, all or none; the jobs, in order."""
-        return await self._run(ops.submit_many(requests, idempotency_key, deadline_s, callback_url))
+        return await self._run(
+            ops.submit_many(requests, idempotency_key, deadline_s, callback_url, priority)
+        )
 
     async def get(self, job_id: str) -> Job:
         return await self._run(ops.get(job_id))

@@ -3,6 +3,7 @@
 FluxfarmClientError
 ├── ApiError                  the farm answered with a refusal (its error body, parsed)
 │   ├── InvalidRequest        400/422: fix the request; `errors` names each field and rule
+│   ├── BudgetExceeded        402: a budget of the tenant cannot cover the jobs; none queued
 │   ├── Unauthorized          401: no token, or an unknown or revoked one
 │   ├── Forbidden             403: the token may not do this (read-only)
 │   ├── NotFound              404: no such job for this token's tenant
@@ -53,6 +54,11 @@ class InvalidRequest(ApiError):
     """The request broke one or more rules; nothing was stored or queued."""
 
 
+class BudgetExceeded(ApiError):
+    """The tenant's remaining daily or monthly budget cannot cover the jobs' estimate; nothing
+    was queued. Not retried: only a new period, or a larger budget, makes room."""
+
+
 class Unauthorized(ApiError):
     """The farm needs a valid bearer token and did not get one."""
 
@@ -84,6 +90,7 @@ class ServerError(ApiError):
 _BY_STATUS: dict[int, type[ApiError]] = {
     400: InvalidRequest,
     401: Unauthorized,
+    402: BudgetExceeded,
     403: Forbidden,
     404: NotFound,
     409: Conflict,

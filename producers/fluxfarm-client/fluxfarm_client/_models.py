@@ -60,7 +60,8 @@ class Failure:
 @dataclass(frozen=True)
 class Image:
     """One image of a job. `url` is the farm's durable copy where it keeps one, else
-    `image_url` is the provider's; `sha256` and `size_bytes` come with a durable copy."""
+    `image_url` is the provider's; `sha256` and `size_bytes` come with a durable copy;
+    `deleted_at` is when the farm's retention deleted it."""
 
     image_uuid: str
     image_url: str | None
@@ -74,6 +75,7 @@ class Image:
     url: str | None = None
     sha256: str | None = None
     size_bytes: int | None = None
+    deleted_at: datetime | None = None
 
     @property
     def fetch_url(self) -> str | None:
@@ -95,6 +97,7 @@ class Image:
             url=data.get("url"),
             sha256=data.get("sha256"),
             size_bytes=data.get("bytes"),
+            deleted_at=_time(data["deletedAt"]) if data.get("deletedAt") else None,
         )
 
 
@@ -142,6 +145,8 @@ class Job:
     failure: Failure | None
     retry_of: str | None
     callback_url: str | None
+    # inside its tenant, a higher priority is admitted first
+    priority: int = 0
     images: list[Image] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
 
@@ -170,6 +175,7 @@ class Job:
             failure=None if failure is None else Failure.from_json(failure),
             retry_of=data.get("retryOf"),
             callback_url=data.get("callbackUrl"),
+            priority=int(data.get("priority", 0)),
             images=[Image.from_json(image) for image in data.get("images", [])],
             events=[Event.from_json(event) for event in data.get("events", [])],
         )

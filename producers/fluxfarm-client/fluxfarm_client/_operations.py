@@ -74,13 +74,18 @@ def job_path(job_id: str, suffix: str = "") -> str:
 
 
 def _submit_options(
-    idempotency_key: str | None, deadline_s: float | None, callback_url: str | None
+    idempotency_key: str | None,
+    deadline_s: float | None,
+    callback_url: str | None,
+    priority: int | None,
 ) -> dict[str, Any]:
     options: dict[str, Any] = {"idempotencyKey": idempotency_key or new_idempotency_key()}
     if deadline_s is not None:
         options["deadlineSeconds"] = deadline_s
     if callback_url is not None:
         options["callbackUrl"] = callback_url
+    if priority is not None:
+        options["priority"] = priority
     return options
 
 
@@ -89,8 +94,10 @@ def submit(
     idempotency_key: str | None,
     deadline_s: float | None,
     callback_url: str | None,
+    priority: int | None,
 ) -> Operation[Job]:
-    body = {"request": dict(request), **_submit_options(idempotency_key, deadline_s, callback_url)}
+    options = _submit_options(idempotency_key, deadline_s, callback_url, priority)
+    body = {"request": dict(request), **options}
     return Job.from_json((yield Call("POST", "/v1/jobs", json=body)))
 
 
@@ -99,10 +106,11 @@ def submit_many(
     idempotency_key: str | None,
     deadline_s: float | None,
     callback_url: str | None,
+    priority: int | None,
 ) -> Operation[list[Job]]:
     body = {
         "requests": [dict(r) for r in requests],
-        **_submit_options(idempotency_key, deadline_s, callback_url),
+        **_submit_options(idempotency_key, deadline_s, callback_url, priority),
     }
     answer = yield Call("POST", "/v1/jobs/batch", json=body)
     return [Job.from_json(job) for job in answer["jobs"]]
@@ -174,6 +182,10 @@ def download(job_id: str, directory: Path) -> Operation[list[Path]]:
     for image in job.images:
         url = image.fetch_url
         where = f"job {job.id} image {image.image_uuid}"
+        if image.deleted_at is not None:
+            # Runware's URL expired long before retention ran: nothing else holds the bytes
+            when = image.deleted_at.isoformat(timespec="seconds")
+            raise DownloadError(where, f"deleted by the farm's retention at {when}")
         if url is None:
             # nothing to fetch yet: the farm has not made this image's bytes reachable
             raise DownloadError(where, "the job gives no URL for it")

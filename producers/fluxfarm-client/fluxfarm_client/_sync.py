@@ -82,10 +82,12 @@ class Client:
         idempotency_key: str | None = None,
         deadline_s: float | None = None,
         callback_url: str | None = None,
+        priority: int | None = None,
     ) -> Job:
         """Queue one FLUX.2 [pro] request; the job as queued (or as it stands, when the
-        idempotency key named it before). Without a key, one is made for this call."""
-        return self._run(ops.submit(request, idempotency_key, deadline_s, callback_url))
+        idempotency key named it before). Without a key, one is made for this call.
+        Inside the tenant a higher `priority` is admitted first (the farm's default: 0)."""
+        return self._run(ops.submit(request, idempotency_key, deadline_s, callback_url, priority))
 
     def submit_many(
         self,
@@ -94,9 +96,12 @@ class Client:
         idempotency_key: str | None = None,
         deadline_s: float | None = None,
         callback_url: str | None = None,
+        priority: int | None = None,
     ) -> builtins.list[Job]:
         """Queue several requests together, all or none; the jobs, in order."""
-        return self._run(ops.submit_many(requests, idempotency_key, deadline_s, callback_url))
+        return self._run(
+            ops.submit_many(requests, idempotency_key, deadline_s, callback_url, priority)
+        )
 
     def get(self, job_id: str) -> Job:
         return self._run(ops.get(job_id))

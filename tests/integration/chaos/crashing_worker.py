@@ -46,12 +46,13 @@ class PlannedCrashes:
         self._lock = threading.Lock()
 
     def after_claim(self, jobs: Sequence[Job]) -> None:
-        self._maybe_die("after_claim", len(jobs))
+        self.reached("after_claim", len(jobs))
 
     def after_post(self, jobs: Sequence[Job]) -> None:
-        self._maybe_die("after_post", len(jobs))
+        self.reached("after_post", len(jobs))
 
-    def _maybe_die(self, window: str, jobs: int) -> None:
+    def reached(self, window: str, jobs: int = 1) -> None:
+        """`jobs` more have reached `window`: die here if the plan says so."""
         with self._lock, self.ledger.open("a+") as record:
             self.jobs_seen[window] += jobs
             # the ledger is the fleet's: another worker process may be at a window too

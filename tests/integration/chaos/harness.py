@@ -7,7 +7,7 @@ import json
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -25,9 +25,19 @@ from fluxfarm.demo import demo_requests
 from fluxfarm.processes import Child, Farm, start_pipeline
 from jobstore.schema import results
 from producers.client import FluxfarmClient
+from tests.metrics.prometheus_server import (
+    RULES,
+    Prometheus,
+    compressed_rules,
+    rule_windows,
+    running_prometheus,
+)
 
 SIMULATOR_KEY = "chaos-key"
 WORKER_CONCURRENCY = 3
+# the scrape jobs ops/prometheus/alerts.yml expects
+WEB_JOB = "fluxfarm-web"
+WORKER_JOB = "fluxfarm-worker"
 
 # Short clocks so that every recovery path (republish, resubmit, poll) runs within a test.
 CHAOS_SETTINGS: dict[str, Any] = {
@@ -42,7 +52,19 @@ CHAOS_SETTINGS: dict[str, Any] = {
     "submit_max_attempts": 40,
     "job_deadline_s": 240,
     "webhook_secret": "chaos-secret",
+    # a run spends at hundreds of dollars an hour for a minute: the spend alerts are not
+    # what a fault here should raise
+    "spend_alert_usd_per_hour": 1_000_000,
 }
+
+# The alert rules as Prometheus evaluates them here: every window a 120th of its own (30
+# minutes become 15 s), none under 10 s, two readings of the farm-state gauges (cached
+# 5 s by web). Thresholds are the rules' own.
+ALERT_RULES = compressed_rules(RULES.read_text(), factor=120, floor_s=10)
+ALERT_WINDOWS_S = rule_windows(ALERT_RULES)
+# what an alert may take beyond its window: the fault's effect reaching a metric (polling
+# after 4 s, the gauges' cache), a scrape, an evaluation, a loaded machine
+ALERT_LAG_S = 20
 
 
 # jobs between states: a fault that lands while some are here meets work in flight
@@ -71,6 +93,8 @@ class ChaosFarm:
     landings: list[Landing] = field(default_factory=list)
     # producer calls the store refused (StoreUnavailable), retried with the same key
     refusals: int = 0
+    # scraping every web and worker and evaluating ALERT_RULES
+    prometheus: Prometheus | None = None
     _engine: Engine | None = None
 
     def set_faults(self, **faults: Any) -> None:
@@ -87,7 +111,33 @@ class ChaosFarm:
     def start_worker(self, name: str, app: str = "worker.app") -> Child:
         worker = self.farm.start_worker(name, concurrency=WORKER_CONCURRENCY, app=app)
         self.workers.append(worker)
+        if self.prometheus is not None:
+            self.prometheus.set_targets(WORKER_JOB, [str(w.metrics_url) for w in self.workers])
         return worker
+
+    def scrape_targets(self) -> dict[str, list[str]]:
+        """The metrics URLs of the web and of every worker started, by scrape job."""
+        return {
+            WEB_JOB: [f"http://127.0.0.1:{self.web_port}/metrics"],
+            WORKER_JOB: [str(w.metrics_url) for w in self.workers],
+        }
+
+    def alert_fires(self, alert: str) -> None:
+        """Wait until `alert` fires, within its (compressed) window."""
+        self._await_alert(alert, lambda active: active.get(alert) == "firing", "firing")
+
+    def alert_resolves(self, alert: str) -> None:
+        """Wait until `alert` is neither firing nor pending, within its window."""
+        self._await_alert(alert, lambda active: alert not in active, "resolved")
+
+    def _await_alert(self, alert: str, done: Callable[[dict[str, str]], bool], what: str) -> None:
+        prometheus = self.prometheus
+        assert prometheus is not None, "this farm is not scraped"
+        self.until(
+            f"{alert} {what}",
+            lambda: done(prometheus.active_alerts()),
+            timeout=ALERT_WINDOWS_S[alert] + ALERT_LAG_S,
+        )
 
     def restart_web(self) -> None:
         self.farm.start_web(self.web_port)
@@ -217,7 +267,10 @@ def chaos_farm(
             chaos.start_worker("worker-a", worker_app)
         farm.supervise()
         try:
-            yield chaos
+            with running_prometheus(
+                tmp_path / "prometheus", chaos.scrape_targets(), rules=ALERT_RULES
+            ) as chaos.prometheus:
+                yield chaos
         finally:
             chaos.close()
 
@@ -235,12 +288,21 @@ class ChaosResult:
     states: dict[str, int]
     landings: list[Landing]
     evidence: Evidence
+    # the alerts that fired during the run; None when no Prometheus scraped the farm
+    alerts: list[str] | None = None
 
     def row(self, hit: str) -> str:
         return (
             f"| {self.scenario} | {self.jobs} | {hit} | {self.lost} | {self.paid_twice} | "
-            f"{self.duplicate_results} | {self.p99_to_terminal_s:.1f} s |"
+            f"{self.duplicate_results} | {self.p99_to_terminal_s:.1f} s | {self.alerts_cell} |"
         )
+
+    @property
+    def alerts_cell(self) -> str:
+        """The table's last column: the alerts that fired."""
+        if self.alerts is None:
+            return "not scraped"
+        return ", ".join(f"`{alert}`" for alert in self.alerts) or "none"
 
 
 def run_scenario(
@@ -250,10 +312,15 @@ def run_scenario(
     jobs: int = 200,
     timeout: float = 240,
     submit_per_s: float | None = None,
+    submit: Callable[[str, dict[str, Any]], str] | None = None,
+    requests: Sequence[dict[str, Any]] | None = None,
 ) -> ChaosResult:
-    """Submit `jobs` (at `submit_per_s`, or as fast as the store takes them), disrupt the
-    farm meanwhile, wait for every job, and measure."""
-    requests = demo_requests(jobs)
+    """Submit `jobs` of the demo's mix, or `requests` (at `submit_per_s`, or as fast as
+    the store takes them), disrupt the farm meanwhile, wait for every job, and measure.
+    `submit(key, request)` submits one job another way (over HTTP, say) and returns its
+    id; by default the producer client commits it to the store itself."""
+    requests = demo_requests(jobs) if requests is None else requests
+    jobs = len(requests)
     failures: list[BaseException] = []
 
     def disruption() -> None:
@@ -266,10 +333,13 @@ def run_scenario(
         thread = threading.Thread(target=disruption, name=scenario)
         thread.start()
         job_ids = []
+        started = time.monotonic()
         for i, request in enumerate(requests):
-            job_ids.append(_submit(chaos, client, f"{scenario}-{i}", request))
+            key = f"{scenario}-{i}"
+            job_ids.append(submit(key, request) if submit else _submit(chaos, client, key, request))
             if submit_per_s:
-                time.sleep(1 / submit_per_s)
+                # on a schedule, so that the rate holds whatever a submit takes
+                time.sleep(max(0.0, started + (i + 1) / submit_per_s - time.monotonic()))
         thread.join()
         if failures:
             raise failures[0]
@@ -299,6 +369,7 @@ def run_scenario(
         states=states,
         landings=list(chaos.landings),
         evidence=chaos.evidence(),
+        alerts=chaos.prometheus.raised() if chaos.prometheus is not None else None,
     )
 
 

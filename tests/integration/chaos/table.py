@@ -15,8 +15,9 @@ from _pytest.terminal import TerminalReporter
 
 ROW_PROPERTY = "chaos_row"
 HEADER = (
-    "| scenario | jobs | hit | lost | paid twice | duplicate results | p99 time to terminal |\n"
-    "|---|---|---|---|---|---|---|"
+    "| scenario | jobs | hit | lost | paid twice | duplicate results | p99 time to terminal "
+    "| alerts raised |\n"
+    "|---|---|---|---|---|---|---|---|"
 )
 _ROWS: list[str] = []
 
