@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kombu import Connection
+from structlog.typing import EventDict
 
 from farmdomain.broker import SUBMIT_QUEUE, SUBMIT_TASK, celery_config
-from farmdomain.settings import Settings
+from farmdomain.settings import Settings, get_settings
 from jobstore.migrations import upgrade
+from producers import budgets_cli, cli, tenants_cli
 from producers.client import FluxfarmClient
 
 # the one host the producer tests' jobs may call back
@@ -23,6 +25,33 @@ def settings(tmp_path: Path) -> Settings:
     built = Settings(data_dir=tmp_path / "data", callback_allowed_hosts=CALLBACK_HOST)
     upgrade(built.resolved_database_url())
     return built
+
+
+# `fluxfarm ARGV...` run in this process: (exit code, stdout, stderr)
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def run(
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    logs: list[EventDict],
+) -> Run:
+    """cli.main(argv) with the store's settings in the environment; the commands' logs
+    captured, not printed."""
+    monkeypatch.setenv("FLUXFARM_DATA_DIR", str(settings.data_dir))
+    get_settings.cache_clear()
+    for module in (budgets_cli, cli, tenants_cli):
+        monkeypatch.setattr(module, "configure_logging", lambda _settings, _process: None)
+
+    def invoke(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = cli.main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke
 
 
 @pytest.fixture

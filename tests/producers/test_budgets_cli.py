@@ -4,39 +4,13 @@ a job the budget cannot cover refused by `fluxfarm submit`."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
-from structlog.typing import EventDict
 
-from farmdomain.settings import Settings, get_settings
+from farmdomain.settings import Settings
 from jobstore.store import JobStore
-from producers import budgets_cli, cli
-
-Run = Any
-
-
-@pytest.fixture
-def run(
-    settings: Settings,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    logs: list[EventDict],
-) -> Run:
-    """main(argv) with the store's settings in the environment: (exit code, stdout, stderr);
-    logs captured."""
-    monkeypatch.setenv("FLUXFARM_DATA_DIR", str(settings.data_dir))
-    get_settings.cache_clear()
-    for module in (budgets_cli, cli):
-        monkeypatch.setattr(module, "configure_logging", lambda _settings, _process: None)
-
-    def invoke(*argv: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = cli.main(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
+from producers import cli
+from tests.producers.conftest import Run
 
 
 def test_a_budget_set_is_listed_with_what_is_used_reserved_and_left(

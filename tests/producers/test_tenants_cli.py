@@ -7,28 +7,11 @@ import json
 
 import pytest
 
-from farmdomain.settings import Settings, get_settings
+from farmdomain.settings import Settings
 from jobstore.store import JobStore
 from jobstore.tenant_shares import TenantShares
-from producers import cli, tenants_cli
-from tests.producers.test_cli import Run
+from tests.producers.conftest import Run
 from tests.worker.conftest import PARAMS
-
-
-@pytest.fixture
-def run(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Run:
-    monkeypatch.setenv("FLUXFARM_DATA_DIR", str(settings.data_dir))
-    get_settings.cache_clear()
-    monkeypatch.setattr(tenants_cli, "configure_logging", lambda _settings, _process: None)
-
-    def invoke(*argv: str) -> tuple[int, str, str]:
-        code = cli.main(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
 
 
 def test_weights_are_set_and_listed_with_waiting_and_in_flight(
