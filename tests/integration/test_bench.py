@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,8 @@ FIGURES = (
 )
 
 
-def test_bench_measures_every_figure_on_each_run(tmp_path: Path) -> None:
+def _bench(tmp_path: Path, *argv: str) -> tuple[str, Any]:
+    """`fluxfarm bench ARGV` in a work dir of its own: what it printed, and its JSON."""
     out = tmp_path / "bench.json"
     done = subprocess.run(
         [
@@ -30,18 +32,7 @@ def test_bench_measures_every_figure_on_each_run(tmp_path: Path) -> None:
             "-m",
             "fluxfarm.cli",
             "bench",
-            "--brokers",
-            "sqlite",
-            "--sqlite-jobs",
-            "30",
-            "--submit-batch",
-            "10",
-            "--blocking-jobs",
-            "4",
-            "--blocking-latency-s",
-            "0.5",
-            "--repeat",
-            "2",
+            *argv,
             "--work-dir",
             str(tmp_path / "work"),
             "--json",
@@ -52,12 +43,31 @@ def test_bench_measures_every_figure_on_each_run(tmp_path: Path) -> None:
         timeout=300,
         check=False,
     )
-
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    assert "| sqlite | 30 |" in done.stdout
-    assert "HTTP one by one" in done.stdout
-    assert "| sqlite | 30 | 30 |" in done.stdout, "every job's callback delivered"
-    runs = json.loads(out.read_text())["runs"]
+    return done.stdout, json.loads(out.read_text())
+
+
+def test_bench_measures_every_figure_on_each_run(tmp_path: Path) -> None:
+    printed, figures = _bench(
+        tmp_path,
+        "--brokers",
+        "sqlite",
+        "--sqlite-jobs",
+        "30",
+        "--submit-batch",
+        "10",
+        "--blocking-jobs",
+        "4",
+        "--blocking-latency-s",
+        "0.5",
+        "--repeat",
+        "2",
+    )
+
+    assert "| sqlite | 30 |" in printed
+    assert "HTTP one by one" in printed
+    assert "| sqlite | 30 | 30 |" in printed, "every job's callback delivered"
+    runs = figures["runs"]
     assert len(runs) == 2
     for run in runs:
         assert run["failed"] == 0
@@ -76,32 +86,10 @@ def test_bench_measures_every_figure_on_each_run(tmp_path: Path) -> None:
 
 
 def test_bench_copy_measures_keeping_the_images(tmp_path: Path) -> None:
-    out = tmp_path / "copy.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fluxfarm.cli",
-            "bench",
-            "--copy",
-            "--copy-jobs",
-            "20",
-            "--copy-modes",
-            "s3-upload",
-            "--work-dir",
-            str(tmp_path / "work"),
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    printed, figures = _bench(tmp_path, "--copy", "--copy-jobs", "20", "--copy-modes", "s3-upload")
 
-    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    assert "| s3-upload | 20 |" in done.stdout
-    [run] = json.loads(out.read_text())
+    assert "| s3-upload | 20 |" in printed
+    [run] = figures
     assert run["images"] == 20
     assert run["copy_cpu_ms_per_image"] > 0
     assert run["noop_per_s"] > 0

@@ -12,9 +12,6 @@ once, in order, as tests/integration/chaos/crashing_worker.py does for submits.
 from __future__ import annotations
 
 import functools
-import json
-import os
-from pathlib import Path
 from typing import Any
 
 from celery.signals import worker_init
@@ -22,7 +19,7 @@ from celery.signals import worker_init
 from farmdomain.settings import Settings
 from imagestore import ResultsStore
 from imagestore.protocol import StoredObject
-from tests.integration.chaos.crashing_worker import PlannedCrashes
+from tests.integration.chaos.crashing_worker import PlannedCrashes, app_attribute, planned
 from worker.app import FarmCelery, create_app
 
 
@@ -56,17 +53,9 @@ class CrashingStore:
         return self.inner.upload_url(key, content_type, expires_s)
 
 
-def __getattr__(name: str) -> Any:
-    # `celery -A` asks for `app`, as it does of worker.app
-    if name == "app":
-        return _app()
-    raise AttributeError(name)
-
-
 @functools.cache
 def _app() -> FarmCelery:
-    plan = json.loads(os.environ["FLUXFARM_TEST_COPY_CRASH_PLAN"])
-    crashes = PlannedCrashes(plan["windows"], plan["on_job"], Path(plan["ledger"]))
+    crashes = planned("FLUXFARM_TEST_COPY_CRASH_PLAN")
     app = create_app(Settings())
 
     def wrap_store(**_: Any) -> None:
@@ -77,3 +66,6 @@ def _app() -> FarmCelery:
 
     worker_init.connect(wrap_store, weak=False)
     return app
+
+
+__getattr__ = app_attribute(_app)

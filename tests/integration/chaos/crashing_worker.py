@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,15 +67,27 @@ class PlannedCrashes:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def __getattr__(name: str) -> Any:
-    # `celery -A` asks for `app`, as it does of worker.app
-    if name == "app":
-        return _app()
-    raise AttributeError(name)
+def planned(env_var: str) -> PlannedCrashes:
+    """The crashes the JSON plan in `env_var` lists."""
+    plan = json.loads(os.environ[env_var])
+    return PlannedCrashes(plan["windows"], plan["on_job"], Path(plan["ledger"]))
+
+
+def app_attribute(build: Callable[[], FarmCelery]) -> Callable[[str], Any]:
+    """A module `__getattr__` that builds the app once when `celery -A` asks for `app`, as
+    it does of worker.app."""
+
+    def attribute(name: str) -> Any:
+        if name == "app":
+            return build()
+        raise AttributeError(name)
+
+    return attribute
 
 
 @functools.cache
 def _app() -> FarmCelery:
-    plan = json.loads(os.environ["FLUXFARM_TEST_CRASH_PLAN"])
-    hooks = PlannedCrashes(plan["windows"], plan["on_job"], Path(plan["ledger"]))
-    return create_app(Settings(), hooks)
+    return create_app(Settings(), planned("FLUXFARM_TEST_CRASH_PLAN"))
+
+
+__getattr__ = app_attribute(_app)
