@@ -129,6 +129,13 @@ def create_app(settings: Settings, hooks: SubmitHooks | None = None) -> FarmCele
     app = FarmCelery(settings, hooks or NoHooks())
     app.conf.update(celery_config(settings))
     app.conf.worker_consumer = "worker.consumer:FarmConsumer"
+    # After a reconnect Celery lowers the prefetch and raises it again as each task of
+    # before the loss is acknowledged, with a basic.qos sent from the thread that ran the
+    # task. On the threads pool that thread then reads the consumer's connection while the
+    # consumer reads it too, and both wait for good. Without the lowering the new
+    # connection fetches its full prefetch at once; the messages of tasks still running
+    # come back to the queue all the same, and the submit task skips a job gone past them.
+    app.conf.worker_enable_prefetch_count_reduction = False
     app.conf.beat_schedule = {
         "reap": {
             "task": REAP_TASK,

@@ -1,4 +1,5 @@
-"""The worker's consumer sets Celery's delayed delivery up once, through the failover URL."""
+"""The worker's consumer sets Celery's delayed delivery up once, through the failover URL,
+and never touches its connection from a pool thread."""
 
 from __future__ import annotations
 
@@ -21,6 +22,14 @@ def test_the_worker_runs_the_farm_consumer_with_the_cluster_step(tmp_path: Path)
     steps = FarmConsumer.Blueprint.default_steps
     assert "worker.consumer:ClusterDelayedDelivery" in steps
     assert not any(step.endswith("delayed_delivery:DelayedDelivery") for step in steps)
+
+
+def test_no_prefetch_change_is_sent_from_a_pool_thread_after_a_reconnect(tmp_path: Path) -> None:
+    # Celery's gradual restore after a reconnect sends basic.qos from the thread that ran
+    # the task: on the threads pool it and the consumer then both read one connection and
+    # hang (the RabbitMQ restart of tests/integration/chaos/test_chaos.py met it)
+    app = create_app(Settings(data_dir=tmp_path, broker_url=CLUSTER))
+    assert app.conf.worker_enable_prefetch_count_reduction is False
 
 
 def test_delayed_delivery_is_set_up_once_for_all_nodes_of_the_cluster(
