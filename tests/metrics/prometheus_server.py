@@ -120,9 +120,10 @@ def prometheus_binary() -> str | None:
     return shutil.which("prometheus")
 
 
-def _config(jobs: list[str], rules: Path, workdir: Path) -> str:
+def _config(jobs: list[str], rules: Path, workdir: Path, bearer_token: str | None) -> str:
     """Scrape config: one job per target group, its targets read from a file that
-    `Prometheus.set_targets` rewrites while the server runs."""
+    `Prometheus.set_targets` rewrites while the server runs; `bearer_token` sent with every
+    scrape (web's FLUXFARM_OPS_TOKEN on a non-loopback bind)."""
     lines = [
         "global:",
         f"  scrape_interval: {SCRAPE_INTERVAL_S:g}s",
@@ -137,6 +138,8 @@ def _config(jobs: list[str], rules: Path, workdir: Path) -> str:
             f"      - files: ['{_targets_file(workdir, job)}']",
             "        refresh_interval: 1s",
         ]
+        if bearer_token is not None:
+            lines += ["    authorization:", f"      credentials: '{bearer_token}'"]
     return "\n".join(lines) + "\n"
 
 
@@ -198,17 +201,21 @@ class Prometheus:
 
 @contextmanager
 def running_prometheus(
-    workdir: Path, targets: dict[str, list[str]], rules: str | None = None
+    workdir: Path,
+    targets: dict[str, list[str]],
+    rules: str | None = None,
+    bearer_token: str | None = None,
 ) -> Iterator[Prometheus]:
-    """Prometheus scraping `targets` (job -> metrics URLs) and evaluating `rules` (the
-    text of a rule file; ops/prometheus/alerts.yml by default)."""
+    """Prometheus scraping `targets` (job -> metrics URLs), with `bearer_token` if given,
+    and evaluating `rules` (the text of a rule file; ops/prometheus/alerts.yml by
+    default)."""
     binary = prometheus_binary()
     assert binary is not None, "install Debian's prometheus package (ops/services.sh does)"
     workdir.mkdir(parents=True, exist_ok=True)
     rule_file = workdir / "alerts.yml"
     rule_file.write_text(RULES.read_text() if rules is None else rules)
     config = workdir / "prometheus.yml"
-    config.write_text(_config(list(targets), rule_file, workdir))
+    config.write_text(_config(list(targets), rule_file, workdir, bearer_token))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = Prometheus(url, workdir)

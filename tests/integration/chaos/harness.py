@@ -95,6 +95,8 @@ class ChaosFarm:
     refusals: int = 0
     # scraping every web and worker and evaluating ALERT_RULES
     prometheus: Prometheus | None = None
+    # where the webs listen, on web_port each
+    web_addresses: tuple[str, ...] = ("127.0.0.1",)
     _engine: Engine | None = None
 
     def set_faults(self, **faults: Any) -> None:
@@ -118,7 +120,9 @@ class ChaosFarm:
     def scrape_targets(self) -> dict[str, list[str]]:
         """The metrics URLs of the web and of every worker started, by scrape job."""
         return {
-            WEB_JOB: [f"http://127.0.0.1:{self.web_port}/metrics"],
+            WEB_JOB: [
+                f"http://{address}:{self.web_port}/metrics" for address in self.web_addresses
+            ],
             WORKER_JOB: [str(w.metrics_url) for w in self.workers],
         }
 

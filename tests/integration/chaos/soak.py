@@ -1,13 +1,15 @@
-"""A long run of steady load on the chaos suite's farm with a fault every few minutes;
-not part of the suite: `.venv/bin/python -m tests.integration.chaos.soak --minutes 60`.
+"""A long run of steady load on the farm across hosts (hosts_farm.py) with a fault every
+few minutes; not part of the suite: `.venv/bin/python -m tests.integration.chaos.soak
+--minutes 60` (as root: the hosts are network namespaces).
 
 The load is half the farm's peak (measured first on a farm of the same layout, unless
---rate says), the demo's mix of requests. The faults take turns: a worker killed -9, the
-broker (Redis, without persistence: its queue goes) killed and started again, the store
-(PostgreSQL) stopped and started again, each on the private servers of the chaos suite.
-Every minute prints the jobs created, succeeded and failed so far, those in flight, any
-payment twice, the alerts firing and each process's memory; the end, once every job is
-terminal, prints the run as a row of README's reliability table.
+--rate says), the demo's mix of requests, submitted through the proxy. The faults take
+turns: a worker killed -9, a worker host cut off and back, the broker (Redis, without
+persistence: its queue goes) killed and started again, a `web` host cut off and back (the
+proxy fails over), the store (PostgreSQL) stopped and started again. Every minute prints
+the jobs created, succeeded and failed so far, those in flight, any payment twice, the
+alerts firing and each process's memory; the end, once every job is terminal, prints the
+run as a row of README's reliability table.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,56 +34,56 @@ from bench.procs import tree_usage
 from farmdomain.jobs import JobState
 from fluxfarm.demo import demo_requests
 from producers.client import FluxfarmClient
-from tests.integration.chaos.harness import IN_FLIGHT, ChaosFarm, chaos_farm, run_scenario
-from tests.private_servers import PrivatePostgres, PrivateRedis, running, server_dir
+from tests.hosts import unavailable_reason
+from tests.integration.chaos.harness import IN_FLIGHT, ChaosFarm
+from tests.integration.chaos.hosts_farm import HostsFarm, Topology, hosts_farm, topology
+from tests.private_servers import server_dir
 
 MB = 1024 * 1024
+# how long a cut host stays off the network
+CUT_S = 20
 
 
-@dataclass(frozen=True)
-class Servers:
-    """The private servers the faults break."""
-
-    postgres: PrivatePostgres
-    redis: PrivateRedis
-
-    def farm(
-        self, workdir: Path, name: str, redis_db: int
-    ) -> contextlib.AbstractContextManager[ChaosFarm]:
-        return chaos_farm(
-            workdir / name,
-            broker_url=self.redis.url.rsplit("/", 1)[0] + f"/{redis_db}",
-            database_url=self.postgres.create_database(name),
-        )
+def _kill_worker(hosts: HostsFarm, turn: int) -> None:
+    alive = [c for c in hosts.chaos.workers if c.process.poll() is None]
+    # the farm's supervisor starts it again
+    os.kill(alive[turn % len(alive)].process.pid, signal.SIGKILL)
 
 
-def _kill_worker(chaos: ChaosFarm) -> None:
-    worker = next(c for c in chaos.workers if c.process.poll() is None)
-    os.kill(worker.process.pid, signal.SIGKILL)  # the farm's supervisor starts it again
+def _cut(role: str) -> Callable[[HostsFarm, int], None]:
+    def cut(hosts: HostsFarm, _turn: int) -> None:
+        hosts.net.cut(role)
+        time.sleep(CUT_S)
+        hosts.net.reconnect(role)
+
+    return cut
 
 
-def _faults(servers: Servers) -> list[tuple[str, Callable[[ChaosFarm], None]]]:
-    def restart_broker(_chaos: ChaosFarm) -> None:
-        servers.redis.kill()
-        servers.redis.start()
-
-    def restart_store(_chaos: ChaosFarm) -> None:
-        servers.postgres.stop()
-        servers.postgres.start()
-
-    return [
-        ("kill -9 of the worker", _kill_worker),
-        ("broker restart (Redis, queue lost)", restart_broker),
-        ("store restart (PostgreSQL)", restart_store),
-    ]
+def _restart_broker(hosts: HostsFarm, _turn: int) -> None:
+    hosts.topology.broker.kill()
+    hosts.topology.broker.start()
 
 
-def half_peak(servers: Servers, workdir: Path, jobs: int) -> float:
+def _restart_store(hosts: HostsFarm, _turn: int) -> None:
+    hosts.topology.postgres.stop()
+    hosts.topology.postgres.start()
+
+
+FAULTS: list[tuple[str, Callable[[HostsFarm, int], None]]] = [
+    ("kill -9 of a worker", _kill_worker),
+    (f"worker-1's host cut off for {CUT_S} s", _cut("worker-1")),
+    ("broker restart (Redis, queue lost)", _restart_broker),
+    (f"web-1's host cut off for {CUT_S} s", _cut("web-1")),
+    ("store restart (PostgreSQL)", _restart_store),
+]
+
+
+def half_peak(topology: Topology, workdir: Path, jobs: int) -> float:
     """Half the jobs/s, created to succeeded, of a burst through a farm like the soak's."""
     requests = demo_requests(jobs)
     with (
-        servers.farm(workdir, "peak", redis_db=1) as chaos,
-        FluxfarmClient(chaos.settings, tenant="peak") as client,
+        hosts_farm(workdir / "peak", topology, "peak") as hosts,
+        FluxfarmClient(hosts.chaos.settings, tenant="peak") as client,
     ):
         job_ids = [
             job_id
@@ -99,7 +101,7 @@ def half_peak(servers: Servers, workdir: Path, jobs: int) -> float:
 class Soak:
     """The disruption of the run: faults on a clock, and a line of figures every minute."""
 
-    servers: Servers
+    hosts: HostsFarm
     minutes: float
     fault_every_s: float
     # the processes of the memory columns, as the first line found them
@@ -114,26 +116,26 @@ class Soak:
         )
         lines_at = sorted({*range(60, int(length_s), 60), length_s})
         events = sorted([(at, True) for at in faults_at] + [(at, False) for at in lines_at])
-        faults = itertools.cycle(_faults(self.servers))
+        faults = itertools.cycle(FAULTS)
         print(self._header(chaos), flush=True)
-        for at, is_fault in events:
+        for turn, (at, is_fault) in enumerate(events):
             time.sleep(max(0.0, started + at - time.monotonic()))
             if is_fault:
                 name, fault = next(faults)
-                landing = chaos.land(name, functools.partial(fault, chaos))
+                landing = chaos.land(name, functools.partial(fault, self.hosts, turn))
                 print(f"  fault: {name} ({landing.in_flight} in flight)", flush=True)
             else:
                 print(self._line(chaos, at / 60), flush=True)
 
     def _header(self, chaos: ChaosFarm) -> str:
-        self.processes = sorted(_memory(chaos, self.servers))
+        self.processes = sorted(_memory(chaos, self.hosts.topology))
         columns = ["minute", "created", "succeeded", "failed", "in flight", "paid twice"]
         columns += ["alerts firing", *(f"{name} MB" for name in self.processes)]
         return f"| {' | '.join(columns)} |\n|{'---|' * len(columns)}"
 
     def _line(self, chaos: ChaosFarm, minute: float) -> str:
         figures = _figures(chaos)
-        rss = _memory(chaos, self.servers)
+        rss = _memory(chaos, self.hosts.topology)
         # a process down at this minute (restarting after its fault) shows as "down"
         memory = " | ".join(
             f"{rss[name] / MB:.0f}" if name in rss else "down" for name in self.processes
@@ -173,10 +175,10 @@ def _figures(chaos: ChaosFarm) -> str:
     return f"{created} | {by_state.get('succeeded', 0)} | {failed} | {in_flight} | {paid_twice}"
 
 
-def _memory(chaos: ChaosFarm, servers: Servers) -> dict[str, int]:
+def _memory(chaos: ChaosFarm, topology: Topology) -> dict[str, int]:
     """Resident memory of each process tree of the farm and of the private servers."""
     trees = [(c.name, c.process.pid) for c in chaos.farm.children if c.process.poll() is None]
-    for name, server in (("postgres", servers.postgres.server), ("redis", servers.redis.server)):
+    for name, server in (("postgres", topology.postgres.server), ("redis", topology.broker.server)):
         if server.process is not None and server.running():
             trees.append((name, server.process.pid))
     usage: dict[str, int] = {}
@@ -186,14 +188,6 @@ def _memory(chaos: ChaosFarm, servers: Servers) -> dict[str, int]:
     return usage
 
 
-@contextlib.contextmanager
-def private_servers() -> Iterator[Servers]:
-    with server_dir("postgres") as pg_dir, server_dir("redis") as redis_dir:
-        servers = Servers(PrivatePostgres(pg_dir), PrivateRedis(redis_dir))
-        with running(servers.postgres), running(servers.redis):
-            yield servers
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=60, help="length of the load (60)")
@@ -201,19 +195,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, help="jobs/s (default: half the measured peak)")
     parser.add_argument("--peak-jobs", type=int, default=600, help="the peak burst's jobs")
     args = parser.parse_args(argv)
-    with private_servers() as servers, tempfile.TemporaryDirectory(prefix="fluxfarm-soak-") as tmp:
+    reason = unavailable_reason()
+    if reason is not None:
+        print(f"soak: no test hosts: {reason}", file=sys.stderr)
+        return 2
+    with (
+        tempfile.TemporaryDirectory(prefix="fluxfarm-soak-") as tmp,
+        server_dir("soak") as servers,
+        topology(servers) as hosts_of,
+    ):
         workdir = Path(tmp)
-        rate = args.rate or half_peak(servers, workdir, args.peak_jobs)
+        rate = args.rate or half_peak(hosts_of, workdir, args.peak_jobs)
         jobs = round(rate * args.minutes * 60)
         print(f"soak: {args.minutes:g} min at {rate:.1f} jobs/s ({jobs} jobs)", flush=True)
         mix = demo_requests(60)
-        soak = Soak(servers, args.minutes, args.fault_every_minutes * 60)
-        with servers.farm(workdir, "soak", redis_db=0) as chaos:
-            result = run_scenario(
-                f"soak: {args.minutes:g} min at {rate:.0f} jobs/s, a fault every "
+        with hosts_farm(workdir / "soak", hosts_of, "soak") as hosts:
+            soak = Soak(hosts, args.minutes, args.fault_every_minutes * 60)
+            result = hosts.run(
+                f"soak: {args.minutes:g} min at {rate:.0f} jobs/s across hosts, a fault every "
                 f"{args.fault_every_minutes:g} min",
-                chaos,
                 soak,
+                jobs,
                 requests=[mix[i % len(mix)] for i in range(jobs)],
                 submit_per_s=rate,
                 timeout=600,

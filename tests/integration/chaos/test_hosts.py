@@ -1,11 +1,9 @@
-"""The farm across hosts: a store host (PostgreSQL and Redis), two worker hosts, two `web`
-hosts behind HAProxy, and Runware's simulator, each in a network namespace of its own
-(tests/hosts.py), and partitions between them.
+"""The farm across hosts (hosts_farm.py) and partitions between them.
 
-The clients submit through the proxy with a bearer token, and Runware's webhooks come in
-through it. Each scenario cuts something off while the store shows work in flight, heals
-it on what the farm did meanwhile, and counts what the cut hit. The suite runs each with
-JOBS_IN_SUITE jobs; FLUXFARM_TEST_HOSTS_JOBS=500 runs the full size README reports.
+Each scenario cuts something off while the store shows work in flight, heals it on what
+the farm did meanwhile, and counts what the cut hit; a host cut off is a scrape target
+down, and Prometheus says so. The suite runs each with JOBS_IN_SUITE jobs;
+FLUXFARM_TEST_HOSTS_JOBS=500 runs the full size README reports.
 """
 
 from __future__ import annotations
@@ -14,34 +12,21 @@ import itertools
 import json
 import os
 import socket
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-import redis
 from celery import Celery
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from farmdomain.broker import SUBMIT_MANY_TASK, SUBMIT_TASK
-from farmdomain.settings import Settings
-from fluxfarm.processes import Farm
-from fluxfarm_client import Client, Retries
-from jobstore.api_tokens import ApiTokenStore
-from tests.hosts import Network, Proxy, network, unavailable_reason, wait_proxy_ready
+from tests.hosts import unavailable_reason
 from tests.integration.chaos.checks import Reporter, assert_held, at_least
-from tests.integration.chaos.harness import (
-    CHAOS_SETTINGS,
-    SIMULATOR_KEY,
-    WORKER_CONCURRENCY,
-    ChaosFarm,
-    ChaosResult,
-    run_scenario,
-)
-from tests.private_servers import PrivatePostgres, PrivateRedis, running, server_dir
+from tests.integration.chaos.harness import ChaosFarm
+from tests.integration.chaos.hosts_farm import WEBS, WORKERS, HostsFarm, Topology, hosts_farm
+from tests.integration.chaos.hosts_farm import topology as hosts_topology
+from tests.private_servers import server_dir
 
 _UNAVAILABLE = unavailable_reason()
 pytestmark = [
@@ -54,108 +39,20 @@ pytestmark = [
 
 JOBS_IN_SUITE = 100
 JOBS = int(os.environ.get("FLUXFARM_TEST_HOSTS_JOBS", JOBS_IN_SUITE))
-WORKERS = ("worker-1", "worker-2")
-WEBS = ("web-1", "web-2")
-ROLES = ("store", *WORKERS, *WEBS, "proxy", "runware")
-WEB_PORT = 8000
 BACKENDS = ("api", "webhooks")
-TENANT = "chaos"
 _databases = itertools.count()
 
 
-@dataclass
-class Topology:
-    """The hosts and the servers that outlive each scenario's farm."""
-
-    net: Network
-    postgres: PrivatePostgres
-    broker: PrivateRedis
-    proxy: Proxy
-
-
 @pytest.fixture(scope="module")
-def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
-    with network(ROLES) as net, server_dir("hosts") as directory:
-        store = net["store"].place
-        postgres = PrivatePostgres(directory / "postgres", store)
-        broker = PrivateRedis(directory / "redis", store)
-        webs = [(web, f"{net[web].address}:{WEB_PORT}") for web in WEBS]
-        proxy = Proxy(tmp_path_factory.mktemp("proxy"), net["proxy"], webs)
-        with running(postgres), running(broker), running(proxy):
-            yield Topology(net, postgres, broker, proxy)
-
-
-@dataclass
-class HostsFarm:
-    chaos: ChaosFarm
-    topology: Topology
-    token: str
-
-    @property
-    def net(self) -> Network:
-        return self.topology.net
-
-    def submitter(self, client: Client) -> Callable[[str, dict[str, Any]], str]:
-        return lambda key, request: client.submit(request, idempotency_key=key).id
-
-    def run(self, scenario: str, disrupt: Callable[[ChaosFarm], None]) -> ChaosResult:
-        # a careful client over a flaky path: every failure is retried with the same key
-        retries = Retries(attempts=200, statuses=frozenset({429, 502, 503, 504}), max_backoff_s=1)
-        with Client(self.topology.proxy.url, self.token, timeout=10, retries=retries) as client:
-            return run_scenario(scenario, self.chaos, disrupt, JOBS, submit=self.submitter(client))
+def topology() -> Iterator[Topology]:
+    with server_dir("hosts") as directory, hosts_topology(directory) as made:
+        yield made
 
 
 @pytest.fixture
 def hosts(tmp_path: Path, topology: Topology) -> Iterator[HostsFarm]:
-    """Simulator, two webs, two workers and beat (on worker-2's host), each on its host,
-    on a fresh database and an emptied broker."""
-    net = topology.net
-    database_url = topology.postgres.create_database(f"hosts{next(_databases)}")
-    redis.Redis.from_url(topology.broker.url).flushall()
-    with Farm(Settings(data_dir=tmp_path), log_dir=tmp_path / "logs") as farm:
-        latency = ("--latency-dist", "uniform", "--latency-min-s", "0", "--latency-max-s", "0.5")
-        simulator_url = farm.start_simulator(
-            "--api-keys",
-            SIMULATOR_KEY,
-            "--fast-images",
-            "--random-seed",
-            "7",
-            *latency,
-            host=net["runware"].place,
-        )
-        settings = Settings(
-            data_dir=tmp_path,
-            runware_url=f"{simulator_url}/v1",
-            runware_api_key=SIMULATOR_KEY,
-            public_base_url=topology.proxy.url,
-            forwarded_allow_ips=net["proxy"].address,
-            broker_url=topology.broker.url,
-            database_url=database_url,
-            **CHAOS_SETTINGS,
-        )
-        farm.settings = settings
-        # started side by side: each waits for its own readiness
-        with ThreadPoolExecutor() as pool:
-            webs = [pool.submit(farm.start_web, WEB_PORT, web, net[web].place) for web in WEBS]
-            started = [
-                pool.submit(farm.start_worker, name, WORKER_CONCURRENCY, host=net[name].place)
-                for name in WORKERS
-            ]
-            beat = pool.submit(farm.start_beat, net["worker-2"].place)
-            workers = [future.result() for future in started]
-            for future in (*webs, beat):
-                future.result()
-        farm.supervise()
-        wait_proxy_ready(topology.proxy)
-        engine = create_engine(database_url)
-        _, token = ApiTokenStore(engine).create(TENANT, "hosts")
-        engine.dispose()
-        chaos = ChaosFarm(farm, settings, simulator_url, WEB_PORT, workers=workers)
-        try:
-            yield HostsFarm(chaos, topology, token)
-        finally:
-            chaos.close()
-            net.heal()
+    with hosts_farm(tmp_path, topology, f"hosts{next(_databases)}") as farm:
+        yield farm
 
 
 def _held_by(app: Celery, worker: str) -> set[str]:
@@ -216,9 +113,12 @@ def test_worker_host_cut_off_mid_run_and_back(hosts: HostsFarm, report: Reporter
             lambda: taken_over(chaos) == len(stranded),
         )
         recovered.append(taken_over(chaos))
+        # the host is out of reach of Prometheus too: the on-call engineer is told
+        chaos.alert_fires("FluxfarmTargetDown")
         hosts.net.reconnect("worker-1")
+        chaos.alert_resolves("FluxfarmTargetDown")
 
-    result = hosts.run("a worker host cut off and back", disrupt)
+    result = hosts.run("a worker host cut off and back", disrupt, JOBS)
     hit = f"jobs stranded on the cut host, {recovered[0]} taken over by the other while cut"
     assert_held(result, report, len(stranded), hit)
 
@@ -241,10 +141,12 @@ def test_web_host_cut_off_and_the_proxy_fails_over(hosts: HostsFarm, report: Rep
             lambda: to_web_2("webhooks") >= 20 and to_web_2("api") >= 5,
         )
         during.update({name: to_web_2(name) for name in BACKENDS})
+        chaos.alert_fires("FluxfarmTargetDown")
         hosts.net.reconnect("web-1")
         chaos.until("the proxy put web-1 back", lambda: proxy.status("web-1") == {"UP"})
+        chaos.alert_resolves("FluxfarmTargetDown")
 
-    result = hosts.run("a `web` host cut off (the proxy fails over)", disrupt)
+    result = hosts.run("a `web` host cut off (the proxy fails over)", disrupt, JOBS)
     hit = f"webhooks and {during['api']} API calls to the other web while cut"
     assert_held(result, report, during["webhooks"], hit)
 
@@ -272,7 +174,7 @@ def test_web_hosts_cut_off_from_the_store(hosts: HostsFarm, report: Reporter) ->
         for web in WEBS:
             hosts.net.restore_between(web, ["store"])
 
-    result = hosts.run("the `web` hosts cut off from the store", disrupt)
+    result = hosts.run("the `web` hosts cut off from the store", disrupt, JOBS)
     assert_held(result, report, refused, "webhook deliveries refused, redelivered or polled")
 
 
@@ -315,6 +217,6 @@ def test_workers_cut_from_runware_mid_post(hosts: HostsFarm, report: Reporter) -
         hosts.net.restore_between("runware", WORKERS)
         chaos.reset_faults()
 
-    result = hosts.run("the workers cut from Runware mid-POST (answers lost)", disrupt)
+    result = hosts.run("the workers cut from Runware mid-POST (answers lost)", disrupt, JOBS)
     hit = "jobs whose POST Runware accepted went unanswered"
     assert_held(result, report, unanswered(hosts.chaos), hit)
