@@ -21,6 +21,7 @@ from farmdomain.jobs import Job, JobState
 from farmdomain.logs import configure_logging
 from farmdomain.settings import Settings
 from fluxfarm.processes import Farm, start_pipeline
+from producers.cli import EXIT_INTERRUPTED
 from producers.client import FluxfarmClient
 from runware_edge.downloads import SafeDownloader
 
@@ -88,12 +89,17 @@ class Outcome:
 class _CtrlC:
     """Ctrl-C as a flag as well as KeyboardInterrupt: Python drops an exception raised in a
     garbage-collector callback ("Exception ignored in ..."), so a KeyboardInterrupt that lands
-    there is lost; the demo's loops check the flag and raise it again."""
+    there is lost; the demo's loops check the flag and raise it again.
+
+    Only the first press raises: a later one, landing while the farm is being stopped,
+    would cut that short and leave children running."""
 
     def __init__(self) -> None:
         self.pressed = False
 
     def __call__(self, signum: int, frame: object) -> None:
+        if self.pressed:
+            return
         self.pressed = True
         raise KeyboardInterrupt
 
@@ -112,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         return code
     except KeyboardInterrupt:
         print("\ninterrupted: every farm process was stopped", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGINT, previous)
 

@@ -37,6 +37,7 @@ EXIT_FAILED = 1
 EXIT_REJECTED = 2
 EXIT_TIMED_OUT = 3
 EXIT_UNAVAILABLE = 4
+EXIT_INTERRUPTED = 130  # a shell's convention for a command stopped by Ctrl-C
 DEFAULT_WAIT_S = 300.0
 
 Handler = Callable[[argparse.Namespace], int]
@@ -181,10 +182,12 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Run a parsed command line; a store that cannot be reached or a setting that cannot
     work is one line on stderr and EXIT_UNAVAILABLE, never a traceback (the driver's text
-    names the store's host and port)."""
+    names the store's host and port), and Ctrl-C is EXIT_INTERRUPTED."""
     handler: Handler = args.handler
     try:
         return handler(args)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
     except SQLAlchemyError as exc:
         failure: Exception = store_unavailable(exc)
     except (StoreUnavailable, ConfigurationError) as exc:

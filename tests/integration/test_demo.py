@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fluxfarm.demo import demo_requests
+from fluxfarm.demo import _CtrlC, demo_requests
 
 pytestmark = pytest.mark.integration
 
@@ -96,3 +96,12 @@ def test_demo_refuses_to_clear_a_directory_it_did_not_make(tmp_path: Path) -> No
     assert done.returncode != 0
     assert "not made by the demo" in done.stderr
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_only_the_first_ctrl_c_raises_so_a_second_cannot_cut_the_farm_stop_short() -> None:
+    ctrl_c = _CtrlC()
+    with pytest.raises(KeyboardInterrupt):
+        ctrl_c(signal.SIGINT, None)
+    ctrl_c(signal.SIGINT, None)
+    with pytest.raises(KeyboardInterrupt):
+        ctrl_c.check()

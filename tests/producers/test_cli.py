@@ -286,3 +286,11 @@ def test_submit_takes_a_priority_and_status_shows_it(run: Run, store: JobStore) 
     code, _out, err = run("submit", "--prompt", "a fox", "--priority", "11")
     assert code == 2
     assert "priority: range: must be -10 to 10" in err
+
+
+def test_ctrl_c_is_exit_130_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupted(args: argparse.Namespace) -> int:
+        raise KeyboardInterrupt
+
+    assert cli.run(argparse.Namespace(handler=interrupted)) == cli.EXIT_INTERRUPTED == 130
+    assert "Traceback" not in capsys.readouterr().err

@@ -36,6 +36,8 @@ def test_the_node_leading_the_submit_queue_killed_mid_run(
     killed: list[str] = []  # the leader's node name
 
     def disrupt(chaos: ChaosFarm) -> None:
+        # asked before the backlog builds: rabbitmqctl takes seconds, in which it drains
+        leader = cluster.leader(SUBMIT_QUEUE)
         chaos.when(
             "a backlog on the broker and retries waiting in it",
             lambda s: (
@@ -44,7 +46,6 @@ def test_the_node_leading_the_submit_queue_killed_mid_run(
                 and chaos.evidence()["retry:rate_limit"] >= 5
             ),
         )
-        leader = cluster.leader(SUBMIT_QUEUE)
         killed.append(leader)
         chaos.land("kill -9 of the submit queue's leader", cluster.node(leader).kill)
         chaos.until("another leader", lambda: cluster.leader(SUBMIT_QUEUE) not in ("", leader))
