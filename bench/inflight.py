@@ -20,7 +20,7 @@ from bench.procs import tree_usage
 from bench.run import REQUEST, SIMULATOR_KEY
 from farmdomain.jobs import JobState
 from farmdomain.settings import Settings
-from fluxfarm.processes import Farm, free_port
+from fluxfarm.processes import Farm, free_port, simulated
 from jobstore.schema import jobs
 from jobstore.store import JobStore
 from producers.client import FluxfarmClient
@@ -56,19 +56,18 @@ def run(args: argparse.Namespace) -> int:
             "--api-keys", SIMULATOR_KEY, "--fast-images", "--latency-s", str(HELD_S)
         )
         web_port = free_port()
-        settings = Settings(
-            data_dir=data_dir,
+        settings = simulated(
+            farm,
+            simulator_url,
+            SIMULATOR_KEY,
+            web_port,
             broker_url=private.url if args.in_flight_broker == "redis" else args.amqp_url,
             database_url=database_url,
-            runware_url=f"{simulator_url}/v1",
-            runware_api_key=SIMULATOR_KEY,
-            public_base_url=f"http://127.0.0.1:{web_port}",
             log_format="json",
             job_deadline_s=4 * HELD_S,
             # the reaper would otherwise poll every job the simulator is still holding
             submitted_poll_after_s=2 * HELD_S,
         )
-        farm.settings = settings
         farm.start_web(web_port)
         farm.start_worker("worker", args.concurrency, args.pool)
         farm.start_beat()

@@ -311,6 +311,21 @@ class Pipeline:
     worker: Child
 
 
+def simulated(
+    farm: Farm, simulator_url: str, api_key: str, web_port: int, **overrides: Any
+) -> Settings:
+    """The farm's settings from now on: the simulator at `simulator_url` as Runware, `web`
+    on `web_port` of this machine, `overrides` on top; the processes it starts share them."""
+    farm.settings = Settings(
+        data_dir=farm.settings.data_dir,
+        runware_url=f"{simulator_url}/v1",
+        runware_api_key=api_key,
+        public_base_url=f"http://127.0.0.1:{web_port}",
+        **overrides,
+    )
+    return farm.settings
+
+
 def start_pipeline(
     farm: Farm,
     *,
@@ -328,14 +343,7 @@ def start_pipeline(
     """
     simulator_url = farm.start_simulator("--api-keys", api_key, *simulator_flags)
     web_port = free_port()
-    settings = Settings(
-        data_dir=farm.settings.data_dir,
-        runware_url=f"{simulator_url}/v1",
-        runware_api_key=api_key,
-        public_base_url=f"http://127.0.0.1:{web_port}",
-        **overrides,
-    )
-    farm.settings = settings
+    settings = simulated(farm, simulator_url, api_key, web_port, **overrides)
     upgrade(settings.resolved_database_url())
     web_url = farm.start_web(web_port)
     worker = farm.start_worker(worker_name, concurrency, pool)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -19,12 +18,12 @@ from sqlalchemy import func, select
 from farmdomain.jobs import JobState
 from farmdomain.settings import Settings
 from fluxfarm.demo import demo_requests
-from fluxfarm.processes import Child, Farm, start_pipeline
+from fluxfarm.processes import Child, Farm
 from jobstore.schema import events
 from jobstore.store import JobStore
 from producers.client import FluxfarmClient
+from tests.integration.capped import capped_pipeline
 from tests.integration.chaos.crashing_worker import hits
-from tests.services import fresh_postgres_database
 
 pytestmark = pytest.mark.integration
 
@@ -51,27 +50,18 @@ class CappedFarm:
 
 @pytest.fixture
 def capped(tmp_path: Path, redis_url: str) -> Iterator[CappedFarm]:
-    with ExitStack() as stack:
-        database_url = stack.enter_context(fresh_postgres_database())
-        farm = stack.enter_context(Farm(Settings(data_dir=tmp_path), log_dir=tmp_path / "logs"))
-        pipeline = start_pipeline(
-            farm,
-            api_key=SIMULATOR_KEY,
-            # every image takes a second: the cap, not the workers, sets the pace
-            simulator_flags=("--fast-images", "--latency-s", "1"),
-            worker_name="worker-a",
-            pool="threads",
-            concurrency=8,
-            broker_url=redis_url,
-            database_url=database_url,
-            webhook_secret="admission-secret",
-            runware_max_in_flight=CAP,
-            admission_dispatch_interval_s=0.5,
-            # short clocks, so a killed worker's claims are resubmitted within the test
-            reaper_interval_s=1,
-            submitting_stale_after_s=5,
-            submitted_poll_after_s=20,
-        )
+    # every image takes a second: the cap, not the workers, sets the pace
+    with capped_pipeline(
+        tmp_path,
+        redis_url,
+        SIMULATOR_KEY,
+        CAP,
+        latency_s=1,
+        # short clocks, so a killed worker's claims are resubmitted within the test
+        reaper_interval_s=1,
+        submitting_stale_after_s=5,
+        submitted_poll_after_s=20,
+    ) as (farm, pipeline):
         ledger = tmp_path / "crashes"
         plan = {"windows": ["after_claim"], "on_job": 10, "ledger": str(ledger)}
         workers = [

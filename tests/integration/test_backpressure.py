@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -18,12 +17,11 @@ from sqlalchemy import func, select
 from farmdomain.jobs import JobState
 from farmdomain.settings import Settings
 from fluxfarm.demo import demo_requests
-from fluxfarm.processes import Farm, start_pipeline
 from jobstore.schema import events
 from jobstore.store import JobStore
 from producers.client import FluxfarmClient
 from simulator.testing import SimulatorHandle
-from tests.services import fresh_postgres_database
+from tests.integration.capped import capped_pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -47,25 +45,16 @@ class Pipeline:
 
 @pytest.fixture
 def pipeline(tmp_path: Path, redis_url: str) -> Iterator[Pipeline]:
-    with ExitStack() as stack:
-        database_url = stack.enter_context(fresh_postgres_database())
-        farm = stack.enter_context(Farm(Settings(data_dir=tmp_path), log_dir=tmp_path / "logs"))
-        started = start_pipeline(
-            farm,
-            api_key=SIMULATOR_KEY,
-            simulator_flags=("--fast-images", "--latency-s", "0.5"),
-            worker_name="worker-a",
-            pool="threads",
-            concurrency=8,
-            broker_url=redis_url,
-            database_url=database_url,
-            webhook_secret="backpressure-secret",
-            runware_max_in_flight=CAP,
-            admission_dispatch_interval_s=0.5,
-            submit_max_attempts=MAX_ATTEMPTS,
-            retry_base_delay_s=0.5,
-            retry_max_delay_s=2,
-        )
+    with capped_pipeline(
+        tmp_path,
+        redis_url,
+        SIMULATOR_KEY,
+        CAP,
+        latency_s=0.5,
+        submit_max_attempts=MAX_ATTEMPTS,
+        retry_base_delay_s=0.5,
+        retry_max_delay_s=2,
+    ) as (farm, started):
         farm.start_worker("worker-b", concurrency=4, pool="prefork")
         simulator = SimulatorHandle(started.simulator_url)
         yield Pipeline(started.settings, simulator)

@@ -21,7 +21,7 @@ from farmdomain.callbacks import CallbackStatus, event_id, new_secret
 from farmdomain.settings import Settings
 from farmdomain.values import utcnow
 from fluxfarm.demo import demo_requests
-from fluxfarm.processes import Child, Farm, free_port, settings_env
+from fluxfarm.processes import Child, Farm, free_port, settings_env, simulated
 from jobstore.callback_events import CallbackOutbox
 from jobstore.callback_secrets import CallbackSecrets
 from jobstore.engine import make_engine
@@ -97,18 +97,17 @@ def callback_farm(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., Call
             farm = stack.enter_context(Farm(Settings(data_dir=tmp_path), log_dir=tmp_path / "logs"))
             simulator_url = farm.start_simulator("--api-keys", SIMULATOR_KEY, "--fast-images")
             web_port = free_port()
-            settings = Settings(
-                data_dir=tmp_path,
-                runware_url=f"{simulator_url}/v1",
-                runware_api_key=SIMULATOR_KEY,
-                public_base_url=f"http://127.0.0.1:{web_port}",
+            settings = simulated(
+                farm,
+                simulator_url,
+                SIMULATOR_KEY,
+                web_port,
                 webhook_secret="callbacks-secret",
                 broker_url=redis_url,
                 database_url=database_url,
                 callback_allowed_hosts=f"127.0.0.1:{hook_port}",
                 **overrides,
             )
-            farm.settings = settings
             upgrade(database_url)
             farm.start_web(web_port)
             engine = make_engine(database_url)

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from farmdomain.jobs import JobState
 from farmdomain.settings import Settings
 from fluxfarm.demo import demo_requests
-from fluxfarm.processes import Farm, free_port
+from fluxfarm.processes import Farm, free_port, simulated
 from jobstore.engine import make_engine
 from jobstore.leases import Leases
 from jobstore.migrations import upgrade
@@ -51,11 +51,11 @@ def farm(tmp_path: Path, redis_url: str) -> Iterator[tuple[Farm, Settings]]:
         simulator_url = farm.start_simulator(
             "--api-keys", SIMULATOR_KEY, "--submit-429-share", "1.0"
         )
-        farm.settings = Settings(
-            data_dir=tmp_path,
-            runware_url=f"{simulator_url}/v1",
-            runware_api_key=SIMULATOR_KEY,
-            public_base_url=f"http://127.0.0.1:{free_port()}",
+        settings = simulated(
+            farm,
+            simulator_url,
+            SIMULATOR_KEY,
+            free_port(),
             webhook_secret="reaper-secret",
             broker_url=redis_url,
             database_url=database_url,
@@ -64,7 +64,7 @@ def farm(tmp_path: Path, redis_url: str) -> Iterator[tuple[Farm, Settings]]:
             queued_republish_after_s=3600,
             submitting_stale_after_s=3600,
         )
-        yield farm, farm.settings
+        yield farm, settings
 
 
 def test_the_reaper_runs_within_two_intervals_behind_fifty_thousand_queued_jobs(
