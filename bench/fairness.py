@@ -16,9 +16,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from bench.farms import bench_farm
+from bench.farms import bench_farm, start_capped
 from farmdomain.settings import Settings
-from fluxfarm.processes import Farm, start_pipeline
+from fluxfarm.processes import Farm
 from jobstore.schema import jobs
 from jobstore.store import JobStore
 from jobstore.tenant_shares import TenantShares
@@ -92,17 +92,8 @@ class _Row:
 
 def farm_settings(farm: Farm, cap: int, latency_s: float, **overrides: object) -> Settings:
     """Simulator, web, beat and two workers (threads and prefork pools) under `cap`."""
-    pipeline = start_pipeline(
-        farm,
-        api_key=SIMULATOR_KEY,
-        simulator_flags=("--fast-images", "--latency-s", str(latency_s)),
-        worker_name="worker-a",
-        pool="threads",
-        concurrency=8,
-        runware_max_in_flight=cap,
-        admission_dispatch_interval_s=0.5,
-        admission_tenants_cache_s=0.5,
-        **overrides,
+    pipeline = start_capped(
+        farm, SIMULATOR_KEY, cap, latency_s, admission_tenants_cache_s=0.5, **overrides
     )
     farm.start_worker("worker-b", concurrency=4, pool="prefork")
     return pipeline.settings

@@ -1,6 +1,5 @@
-"""A farm under a fleet-wide cap, as the admission and backpressure tests start it: the
-simulator as Runware at a fixed generation time, web, beat and a threads-pool worker on
-Redis and a PostgreSQL database of the test's own."""
+"""The farm under a fleet-wide cap of the admission and backpressure tests: bench's capped
+farm (bench/farms.py) on Redis and a PostgreSQL database of the test's own."""
 
 from __future__ import annotations
 
@@ -9,8 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.farms import start_capped
 from farmdomain.settings import Settings
-from fluxfarm.processes import Farm, Pipeline, start_pipeline
+from fluxfarm.processes import Farm, Pipeline
 from tests.services import fresh_postgres_database
 
 
@@ -23,18 +23,14 @@ def capped_pipeline(
         fresh_postgres_database() as database_url,
         Farm(Settings(data_dir=tmp_path), log_dir=tmp_path / "logs") as farm,
     ):
-        pipeline = start_pipeline(
+        pipeline = start_capped(
             farm,
-            api_key=api_key,
-            simulator_flags=("--fast-images", "--latency-s", str(latency_s)),
-            worker_name="worker-a",
-            pool="threads",
-            concurrency=8,
+            api_key,
+            cap,
+            latency_s,
             broker_url=redis_url,
             database_url=database_url,
             webhook_secret=f"{api_key}-secret",
-            runware_max_in_flight=cap,
-            admission_dispatch_interval_s=0.5,
             **overrides,
         )
         yield farm, pipeline
