@@ -76,3 +76,14 @@ def test_inline_data_that_is_not_base64_or_over_the_cap_is_refused(text: str, re
     with pytest.raises(DownloadRefused) as refused:
         decode_inline("inline", text, 1000)
     assert refused.value.reason == reason
+
+
+@pytest.mark.parametrize("kept", [0.5, 0.9, 0.999], ids=["half", "most", "all-but-the-end"])
+def test_a_truncated_jpeg_is_refused_though_it_decodes_at_an_eighth_of_its_scale(
+    kept: float,
+) -> None:
+    whole = _encoded("JPEG", (1024, 768))
+    assert check_image("u", whole, "image/jpeg", "JPG", (1024, 768)) == "image/jpeg"
+    with pytest.raises(DownloadRefused) as refused:
+        check_image("u", whole[: int(len(whole) * kept)], "image/jpeg", "JPG", (1024, 768))
+    assert refused.value.reason == "decode"
