@@ -69,7 +69,7 @@ class MotoS3:
         recording = self.directory / "moto-requests.jsonl"
         replay = recording.exists()
         if replay:
-            mend_torn_tail(recording)
+            mend_recording(recording)
         self.server = self.farm.spawn(
             "moto-s3",
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
@@ -117,17 +117,25 @@ def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
         yield server
 
 
-def mend_torn_tail(recording: Path) -> None:
-    """End the recording on a whole line. moto writes a request's line, then its newline,
-    before it serves the request: a server killed between the two leaves a record the next
-    one would glue its first to, and one killed mid-line a request it never served."""
-    data = recording.read_bytes()
-    if not data or data.endswith(b"\n"):
-        return
-    head, _, tail = data.rpartition(b"\n")
-    try:
-        json.loads(tail)
-    except ValueError:
-        recording.write_bytes(head + b"\n" if head else b"")
-    else:
-        recording.write_bytes(data + b"\n")
+def mend_recording(recording: Path) -> None:
+    """Make the recording one whole request per line, as moto's replay reads it. moto
+    writes a request's record, then its newline, in two writes and before it serves the
+    request: two requests served at once can glue their records on one line, and a server
+    killed between the writes or mid-record leaves a record the next one would glue its
+    first to, or a request it never served (dropped)."""
+    text = recording.read_text()
+    decoder = json.JSONDecoder()
+    records, at = [], 0
+    while (at := _next_record(text, at)) < len(text):
+        try:
+            record, at = decoder.raw_decode(text, at)
+        except ValueError:
+            break  # the torn tail of a killed server
+        records.append(json.dumps(record) + "\n")
+    recording.write_text("".join(records))
+
+
+def _next_record(text: str, at: int) -> int:
+    while at < len(text) and text[at].isspace():
+        at += 1
+    return at

@@ -21,7 +21,7 @@ from tests.private_servers import (
     running,
     server_dir,
 )
-from tests.s3server import mend_torn_tail
+from tests.s3server import mend_recording
 
 pytestmark = pytest.mark.integration
 
@@ -128,13 +128,17 @@ def test_a_run_vhost_exists_while_held_and_is_deleted_after() -> None:
         (b'{"a": 1}\n{"b": 2}', b'{"a": 1}\n{"b": 2}\n'),
         (b'{"a": 1}\n{"b": ', b'{"a": 1}\n'),
         (b'{"b": ', b""),
+        # two requests recorded at once: both records, then both newlines
+        (b'{"a": 1}{"b": "}{"}\n\n{"c": 3}\n', b'{"a": 1}\n{"b": "}{"}\n{"c": 3}\n'),
+        (b'{"a": 1}\n{"b": 2}{"c": ', b'{"a": 1}\n{"b": 2}\n'),
     ],
-    ids=["whole", "newline-missing", "torn-line", "only-a-torn-line"],
+    ids=["whole", "newline-missing", "torn-line", "only-a-torn-line", "glued", "glued-torn"],
 )
-def test_a_moto_recording_cut_by_a_kill_ends_on_a_whole_line(
+def test_a_moto_recording_is_mended_to_one_whole_request_a_line(
     tmp_path: Path, written: bytes, mended: bytes
 ) -> None:
+    """What replay reads after a kill, or after two requests recorded at once."""
     recording = tmp_path / "moto-requests.jsonl"
     recording.write_bytes(written)
-    mend_torn_tail(recording)
+    mend_recording(recording)
     assert recording.read_bytes() == mended
