@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import io
 import os
 import re
@@ -19,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,10 +98,11 @@ class Network:
 
     def up(self) -> None:
         remove_stale()
-        subnet = _free_subnet()
-        ip("link", "add", self.bridge, "type", "bridge")
-        ip("addr", "add", f"{subnet}.1/24", "dev", self.bridge)
-        ip("link", "set", self.bridge, "up")
+        with _subnet_lock():
+            subnet = _free_subnet()
+            ip("link", "add", self.bridge, "type", "bridge")
+            ip("addr", "add", f"{subnet}.1/24", "dev", self.bridge)
+            ip("link", "set", self.bridge, "up")
         for index, role in enumerate(self.roles):
             netns, link = f"{self.owner}-{role}", f"{self.owner}-{index}"
             host = NetHost(role, netns, f"{subnet}.{10 + index}", link)
@@ -161,8 +164,18 @@ def network(roles: Sequence[str]) -> Iterator[Network]:
         net.down()
 
 
+@contextlib.contextmanager
+def _subnet_lock() -> Iterator[None]:
+    """Runs at once on one machine (xdist's workers, two suites) take their /24 one at a
+    time: finding it free and giving it to the bridge is one step."""
+    with (Path(tempfile.gettempdir()) / f"{PREFIX}-subnets.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def _free_subnet() -> str:
-    used = ip("-4", "route", "show")
+    # an address given to a bridge that is not up yet has no route
+    used = ip("-4", "route", "show") + ip("-4", "-o", "addr", "show")
     for third in range(256):
         candidate = f"{SUBNETS}.{third}"
         if f"{candidate}." not in used:

@@ -4,7 +4,9 @@ behind; shared ones give each run a db and a vhost no other run holds."""
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import psycopg
@@ -13,6 +15,7 @@ import redis
 from kombu import Connection
 
 from tests import services
+from tests.hosts import network, unavailable_reason
 from tests.private_servers import (
     PrivatePostgres,
     PrivateRabbitMQ,
@@ -142,3 +145,28 @@ def test_a_moto_recording_is_mended_to_one_whole_request_a_line(
     recording.write_bytes(written)
     mend_recording(recording)
     assert recording.read_bytes() == mended
+
+
+def _subnet_of_a_network(start: Barrier, found: multiprocessing.Queue[str]) -> None:
+    start.wait()
+    with network(["a", "b"]) as net:
+        found.put(net["a"].address.rsplit(".", 1)[0])
+        # held until every run has made its own
+        start.wait()
+
+
+@pytest.mark.skipif(unavailable_reason() is not None, reason="no network namespaces here")
+def test_runs_making_their_hosts_at_once_each_get_a_subnet_of_their_own() -> None:
+    runs = 4
+    context = multiprocessing.get_context("fork")
+    start, found = context.Barrier(runs), context.Queue()
+    processes = [
+        context.Process(target=_subnet_of_a_network, args=(start, found)) for _ in range(runs)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+    assert [process.exitcode for process in processes] == [0] * runs
+    subnets = [found.get(timeout=1) for _ in range(runs)]
+    assert len(set(subnets)) == runs, subnets
