@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy import Dialect as SQLDialect
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.types import TypeEngine
 
@@ -44,6 +45,19 @@ from jobstore.schema import events, jobs, results
 # pool_pre_ping does on every checkout) would cost a round trip per transaction, 4 per job.
 # One that sat idle longer, e.g. across a database restart, is pinged before use.
 PING_AFTER_IDLE_S = 1.0
+# libpq's connection parameters unless the URL's query names them. Without them a store cut
+# off by the network holds a statement (or a ping) for as long as the kernel retransmits,
+# about 15 minutes, and an idle connection to a vanished server is never found dead: with
+# them a connection fails within about 30 s of its last answer, and the pool opens another.
+CONNECTION_DEFAULTS = {
+    "connect_timeout": "10",
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+    # milliseconds that sent data may stay unacknowledged
+    "tcp_user_timeout": "30000",
+}
 
 
 def _note_checkin(_dbapi_connection: Any, record: Any) -> None:
@@ -234,8 +248,13 @@ class PostgreSQL:
         """`pool_size` connections stay open. A burst beyond them opens up to as many more,
         each closed again when it is returned: a new backend per checkout costs PostgreSQL
         far more CPU than the statement it runs, so callers keep their own concurrency
-        within `pool_size`."""
-        engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size)
+        within `pool_size`. Connections carry CONNECTION_DEFAULTS, each unless the URL
+        sets it (`?tcp_user_timeout=...`)."""
+        named = make_url(url).query
+        defaults = {k: v for k, v in CONNECTION_DEFAULTS.items() if k not in named}
+        engine = create_engine(
+            url, pool_size=pool_size, max_overflow=pool_size, connect_args=defaults
+        )
         event.listen(engine.pool, "checkin", _note_checkin)
         event.listen(engine.pool, "checkout", _make_ping_if_idle(engine.dialect))
         return engine
