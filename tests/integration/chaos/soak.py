@@ -23,6 +23,7 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +46,18 @@ CUT_S = 20
 
 
 def _kill_worker(hosts: HostsFarm, turn: int) -> None:
-    alive = [c for c in hosts.chaos.workers if c.process.poll() is None]
-    # the farm's supervisor starts it again
+    # the farm's supervisor starts a worker again as a new child: a worker killed by an
+    # earlier fault, or one that exited when the broker went, is found under its name
+    names = {worker.name for worker in hosts.chaos.workers}
+    deadline = time.monotonic() + 60
+    while not (
+        alive := [
+            c for c in hosts.chaos.farm.children if c.name in names and c.process.poll() is None
+        ]
+    ):
+        if time.monotonic() > deadline:
+            raise RuntimeError("no worker alive to kill for a minute")
+        time.sleep(0.5)
     os.kill(alive[turn % len(alive)].process.pid, signal.SIGKILL)
 
 
@@ -116,8 +127,17 @@ class Soak:
         )
         lines_at = sorted({*range(60, int(length_s), 60), length_s})
         events = sorted([(at, True) for at in faults_at] + [(at, False) for at in lines_at])
-        faults = itertools.cycle(FAULTS)
         print(self._header(chaos), flush=True)
+        try:
+            self._run(chaos, started, events)
+        except BaseException:
+            # the load goes on until its end before the run raises this: say it now
+            traceback.print_exc(file=sys.stdout)
+            sys.stdout.flush()
+            raise
+
+    def _run(self, chaos: ChaosFarm, started: float, events: list[tuple[float, bool]]) -> None:
+        faults = itertools.cycle(FAULTS)
         for turn, (at, is_fault) in enumerate(events):
             time.sleep(max(0.0, started + at - time.monotonic()))
             if is_fault:
