@@ -70,10 +70,16 @@ class MotoS3:
         replay = recording.exists()
         if replay:
             mend_recording(recording)
+        environment = {"MOTO_RECORDER_FILEPATH": str(recording)}
+        if not replay:
+            environment["MOTO_ENABLE_RECORDING"] = "True"
+        # else recording starts once the replay is done: requests that reach the server
+        # before it (copies retrying) would append to the file the replay is about to read,
+        # gluing their records together as two requests at once do
         self.server = self.farm.spawn(
             "moto-s3",
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            {"MOTO_ENABLE_RECORDING": "True", "MOTO_RECORDER_FILEPATH": str(recording)},
+            environment,
         )
         self.server.supervised = False
         self._wait_until_up()

@@ -25,7 +25,8 @@ from producers.client import FluxfarmClient
 from tests.integration.capped import capped_pipeline
 from tests.integration.chaos.crashing_worker import hits
 
-pytestmark = pytest.mark.integration
+# the wait for every job may take its whole timeout on a machine another run shares
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(360)]
 
 CAP = 20
 # the proof runs 2,000 jobs; 300 at the cap's pace keep this test under a minute

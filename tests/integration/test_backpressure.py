@@ -23,7 +23,8 @@ from producers.client import FluxfarmClient
 from simulator.testing import SimulatorHandle
 from tests.integration.capped import capped_pipeline
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+# the wait for every job may take its whole timeout on a machine another run shares
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
 CAP = 20
 JOBS = 300

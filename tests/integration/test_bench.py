@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.integration
+# a bench run may take its whole subprocess timeout on a machine another run shares
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(360)]
 
 FIGURES = (
     "jobs_per_s",

@@ -34,7 +34,7 @@ from tests.services import fresh_postgres_database
 from worker.reaper import LEASE_INTERVALS, REAPER_LEASE
 
 # queueing 50,000 jobs outlasts the suite's default timeout on a machine another run shares
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(360)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 JOBS = 50_000
 INTERVAL_S = 5.0
