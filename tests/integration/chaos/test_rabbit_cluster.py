@@ -36,8 +36,7 @@ def test_the_node_leading_the_submit_queue_killed_mid_run(
     killed: list[str] = []  # the leader's node name
 
     def disrupt(chaos: ChaosFarm) -> None:
-        # asked before the backlog builds: rabbitmqctl takes seconds, in which it drains
-        leader = cluster.leader(SUBMIT_QUEUE)
+        leader = leaders[0]
         chaos.when(
             "a backlog on the broker and retries waiting in it",
             lambda s: (
@@ -55,6 +54,10 @@ def test_the_node_leading_the_submit_queue_killed_mid_run(
     ) as chaos:
         # countdown retries: they wait in quorum queues led by the same node
         chaos.set_faults(submit_429_share=0.2)
+        # asked before any job is submitted: rabbitmqctl takes seconds, in which a backlog
+        # drains (the workers declared the queue; only a fault moves its leader)
+        leaders = [cluster.leader(SUBMIT_QUEUE)]
+        assert leaders[0], "the submit queue has no leader"
         result = run_scenario(
             "RabbitMQ cluster, quorum queues: the submit queue's leader killed",
             chaos,
